@@ -1,0 +1,196 @@
+// Package app wires yubin together: it opens the data directory, builds the directory,
+// intake and protocol servers from the configuration, and runs them until shutdown. It is the
+// only package that sees all the others.
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"yubin/internal/config"
+	"yubin/internal/directory"
+	"yubin/internal/intake"
+	"yubin/internal/smtpserver"
+	"yubin/internal/store"
+	"yubin/internal/tlsutil"
+)
+
+// App is one running yubin.
+type App struct {
+	cfg    config.Config
+	log    *slog.Logger
+	Store  *store.Store
+	Dir    *directory.Directory
+	Intake *intake.Intake
+	tlsCfg *tls.Config
+
+	smtp      *smtpserver.Server
+	listeners []listener
+	wg        sync.WaitGroup
+	serveErr  chan error
+}
+
+type listener struct {
+	name string
+	l    net.Listener
+}
+
+// New opens the data directory and builds the servers. Nothing listens yet.
+func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	st, err := store.Open(ctx, cfg.DataDir, store.Options{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	a := &App{cfg: cfg, log: log, Store: st, serveErr: make(chan error, 8)}
+	if n, err := st.CleanupOrphans(ctx, time.Hour); err != nil {
+		log.Warn("cleanup of orphaned files failed", "err", err)
+	} else if n > 0 {
+		log.Info("removed orphaned files left by an interrupted commit", "count", n)
+	}
+	a.Dir = &directory.Directory{Backend: DirectoryBackend{st}, DetailSep: cfg.SMTP.SubaddressSeparator}
+	a.Intake = &intake.Intake{Store: st, Directory: a.Dir, Logger: log}
+	certFile, keyFile := cfg.TLS.CertFile, cfg.TLS.KeyFile
+	if certFile == "" {
+		certFile, keyFile, err = tlsutil.EnsureSelfSigned(filepath.Join(cfg.DataDir, "tls"), cfg.Hostname)
+		if err != nil {
+			st.Close()
+			return nil, fmt.Errorf("self-signed certificate: %w", err)
+		}
+	}
+	rl, err := tlsutil.NewReloader(certFile, keyFile)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	// The MX listener takes any TLS version a peer offers: opportunistic TLS (RFC 7435)
+	// beats clear text. Submission and IMAP will require TLS 1.2 (RFC 8996).
+	a.tlsCfg = tlsutil.ServerConfig(rl.GetCertificate, tls.VersionTLS10)
+	a.smtp = &smtpserver.Server{
+		Hostname:  cfg.Hostname,
+		Backend:   a.Intake,
+		TLSConfig: a.tlsCfg,
+		Logger:    log.With("listener", "smtp"),
+		Limits: smtpserver.Limits{
+			MaxMessageSize:      int64(cfg.SMTP.MaxMessageSize),
+			MaxRecipients:       cfg.SMTP.MaxRecipients,
+			MaxConnections:      cfg.SMTP.MaxConnections,
+			MaxConnectionsPerIP: cfg.SMTP.MaxConnectionsPerIP,
+			MaxErrors:           cfg.SMTP.MaxErrors,
+			CommandTimeout:      cfg.SMTP.CommandTimeout.D(),
+			DataTimeout:         cfg.SMTP.DataTimeout.D(),
+			MaxReceivedHeaders:  cfg.SMTP.MaxReceivedHeaders,
+		},
+	}
+	return a, nil
+}
+
+// Start opens every listener, or none: a wrong address never leaves half a server running.
+func (a *App) Start() error {
+	for _, addr := range a.cfg.SMTP.Listen {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, o := range a.listeners {
+				o.l.Close()
+			}
+			a.listeners = nil
+			return fmt.Errorf("smtp.listen %s: %w", addr, err)
+		}
+		a.listeners = append(a.listeners, listener{"smtp", l})
+	}
+	for _, l := range a.listeners {
+		a.log.Info("listening", "service", l.name, "addr", l.l.Addr().String())
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			if err := a.smtp.Serve(l.l); err != nil && !errors.Is(err, smtpserver.ErrServerClosed) {
+				a.serveErr <- fmt.Errorf("%s on %s: %w", l.name, l.l.Addr(), err)
+			}
+		}()
+	}
+	return nil
+}
+
+// Addrs lists the listening addresses by service name.
+func (a *App) Addrs() map[string][]net.Addr {
+	m := map[string][]net.Addr{}
+	for _, l := range a.listeners {
+		m[l.name] = append(m[l.name], l.l.Addr())
+	}
+	return m
+}
+
+// Run starts the servers and blocks until ctx ends (SIGTERM) or a listener fails, then shuts
+// down gracefully within the configured shutdown_timeout.
+func (a *App) Run(ctx context.Context) error {
+	if err := a.Start(); err != nil {
+		a.Store.Close()
+		return err
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+		a.log.Info("shutting down")
+	case runErr = <-a.serveErr:
+		a.log.Error("listener failed, shutting down", "err", runErr)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout.D())
+	defer cancel()
+	return errors.Join(runErr, a.Shutdown(sctx))
+}
+
+// Shutdown stops the servers (sessions in flight may finish until ctx ends) and closes the
+// store after its pending commits.
+func (a *App) Shutdown(ctx context.Context) error {
+	err := a.smtp.Shutdown(ctx)
+	a.wg.Wait()
+	if errors.Is(err, context.DeadlineExceeded) {
+		a.log.Warn("shutdown deadline reached, remaining sessions closed")
+		err = nil
+	}
+	return errors.Join(err, a.Store.Close())
+}
+
+// DirectoryBackend adapts the store to the directory's Backend interface.
+type DirectoryBackend struct{ S *store.Store }
+
+// GetDomain implements directory.Backend.
+func (b DirectoryBackend) GetDomain(ctx context.Context, name string) (directory.Domain, error) {
+	d, err := b.S.GetDomain(ctx, name)
+	if err != nil {
+		return directory.Domain{}, notFound(err)
+	}
+	return directory.Domain{Name: d.Name, CatchAll: d.CatchAll}, nil
+}
+
+// GetAccount implements directory.Backend.
+func (b DirectoryBackend) GetAccount(ctx context.Context, addr string) (directory.Account, error) {
+	ac, err := b.S.GetAccount(ctx, addr)
+	if err != nil {
+		return directory.Account{}, notFound(err)
+	}
+	return directory.Account{ID: ac.ID, Address: ac.Address, PasswordHash: ac.PasswordHash, Disabled: ac.Disabled}, nil
+}
+
+// GetAlias implements directory.Backend.
+func (b DirectoryBackend) GetAlias(ctx context.Context, addr string) ([]string, error) {
+	t, err := b.S.GetAlias(ctx, addr)
+	return t, notFound(err)
+}
+
+// notFound translates the store's ErrNotFound into the directory's.
+func notFound(err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%w: %w", directory.ErrNotFound, err)
+	}
+	return err
+}

@@ -1,0 +1,276 @@
+// Package config is yubin's typed configuration: one TOML file, every key documented with its
+// default on the struct field, and Validate reporting every error at once with the key's name.
+// A missing file is not an error for quickstart, which builds its Config in code.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the whole configuration. The zero value is not useful: start from Default().
+type Config struct {
+	// Hostname is the name yubin gives itself in the SMTP greeting, EHLO and Received headers.
+	// Default: the machine's host name.
+	Hostname string `toml:"hostname"`
+	// DataDir holds the database, the message files and generated certificates. Default "./yubin-data".
+	DataDir string `toml:"data_dir"`
+	// ShutdownTimeout bounds how long SIGTERM waits for sessions in flight. Default "30s".
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+
+	Log  Log  `toml:"log"`
+	TLS  TLS  `toml:"tls"`
+	SMTP SMTP `toml:"smtp"`
+}
+
+// Log configures the structured log written to standard error.
+type Log struct {
+	// Level is one of debug, info, warn, error. Default "info".
+	Level string `toml:"level"`
+	// Format is "text" or "json". Default "text".
+	Format string `toml:"format"`
+}
+
+// TLS names the certificate used by every listener.
+type TLS struct {
+	// CertFile and KeyFile are PEM files. Both empty (the default): a self-signed certificate for
+	// Hostname is generated once into DataDir/tls/. The files are re-read when they change.
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+}
+
+// SMTP configures the MX listener (mail from the internet for the hosted domains).
+type SMTP struct {
+	// Listen is the list of addresses for the MX listener. Default ["0.0.0.0:25", "[::]:25"].
+	Listen []string `toml:"listen"`
+	// MaxMessageSize is the SIZE limit in bytes (a number, or a string like "50MiB"). Default 50MiB.
+	MaxMessageSize Size `toml:"max_message_size"`
+	// MaxRecipients per message; past it RCPT gets 452 4.5.3. Default 100 (RFC 5321 4.5.3.1.8).
+	MaxRecipients int `toml:"max_recipients"`
+	// MaxConnections in total; past it new connections get 421 4.7.0. Default 1000.
+	MaxConnections int `toml:"max_connections"`
+	// MaxConnectionsPerIP from one client address. Default 20.
+	MaxConnectionsPerIP int `toml:"max_connections_per_ip"`
+	// MaxErrors in one session before 421 4.7.0 and close. Default 20.
+	MaxErrors int `toml:"max_errors"`
+	// CommandTimeout waits for the next command (RFC 5321 4.5.3.2.7: at least 5 minutes). Default "5m".
+	CommandTimeout Duration `toml:"command_timeout"`
+	// DataTimeout waits for each block of message data (RFC 5321 4.5.3.2.6: 3 minutes). Default "5m".
+	DataTimeout Duration `toml:"data_timeout"`
+	// MaxReceivedHeaders above which a message is a mail loop: 554 5.4.6. Default 100.
+	MaxReceivedHeaders int `toml:"max_received_headers"`
+	// SubaddressSeparator splits "user+tag": mail for it goes to "user". "" disables. Default "+".
+	SubaddressSeparator string `toml:"subaddress_separator"`
+}
+
+// Default returns the configuration used when a key is absent.
+func Default() Config {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	return Config{
+		Hostname:        host,
+		DataDir:         "./yubin-data",
+		ShutdownTimeout: Duration(30 * time.Second),
+		Log:             Log{Level: "info", Format: "text"},
+		SMTP: SMTP{
+			Listen:              []string{"0.0.0.0:25", "[::]:25"},
+			MaxMessageSize:      50 << 20,
+			MaxRecipients:       100,
+			MaxConnections:      1000,
+			MaxConnectionsPerIP: 20,
+			MaxErrors:           20,
+			CommandTimeout:      Duration(5 * time.Minute),
+			DataTimeout:         Duration(5 * time.Minute),
+			MaxReceivedHeaders:  100,
+			SubaddressSeparator: "+",
+		},
+	}
+}
+
+// Load reads a TOML file over Default(). Unknown keys are errors (a typo must not be ignored);
+// the returned error lists every problem, including Validate's.
+func Load(path string) (Config, error) {
+	c := Default()
+	md, err := toml.DecodeFile(path, &c)
+	if err != nil {
+		return c, fmt.Errorf("%s: %w", path, err)
+	}
+	var errs []error
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, 0, len(und))
+		for _, k := range und {
+			keys = append(keys, k.String())
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			errs = append(errs, fmt.Errorf("%s: unknown key", k))
+		}
+	}
+	if err := c.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return c, fmt.Errorf("%s: %w", path, errors.Join(errs...))
+	}
+	// Relative paths in a config file are relative to the file, not to the working directory.
+	if !filepath.IsAbs(c.DataDir) {
+		c.DataDir = filepath.Join(filepath.Dir(path), c.DataDir)
+	}
+	return c, nil
+}
+
+// Validate returns every problem at once, each prefixed with its key.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if c.Hostname == "" {
+		bad("hostname", "must not be empty")
+	} else if strings.ContainsAny(c.Hostname, " \t\r\n<>[]@") {
+		bad("hostname", "%q is not a host name", c.Hostname)
+	}
+	if c.DataDir == "" {
+		bad("data_dir", "must not be empty")
+	}
+	if c.ShutdownTimeout < 0 {
+		bad("shutdown_timeout", "must not be negative")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "%q is not one of text, json", c.Log.Format)
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		bad("tls", "cert_file and key_file must be set together")
+	}
+	for _, f := range []struct{ key, path string }{{"tls.cert_file", c.TLS.CertFile}, {"tls.key_file", c.TLS.KeyFile}} {
+		if f.path != "" {
+			if _, err := os.Stat(f.path); err != nil {
+				bad(f.key, "%v", err)
+			}
+		}
+	}
+	s := &c.SMTP
+	if len(s.Listen) == 0 {
+		bad("smtp.listen", "needs at least one address")
+	}
+	for i, a := range s.Listen {
+		if err := checkListen(a); err != nil {
+			bad(fmt.Sprintf("smtp.listen[%d]", i), "%v", err)
+		}
+	}
+	if s.MaxMessageSize < 1024 {
+		bad("smtp.max_message_size", "must be at least 1024 bytes")
+	}
+	positive := []struct {
+		key string
+		v   int
+	}{
+		{"smtp.max_recipients", s.MaxRecipients},
+		{"smtp.max_connections", s.MaxConnections},
+		{"smtp.max_connections_per_ip", s.MaxConnectionsPerIP},
+		{"smtp.max_errors", s.MaxErrors},
+		{"smtp.max_received_headers", s.MaxReceivedHeaders},
+	}
+	for _, p := range positive {
+		if p.v < 1 {
+			bad(p.key, "must be at least 1")
+		}
+	}
+	if s.MaxRecipients >= 1 && s.MaxRecipients < 100 {
+		// RFC 5321 4.5.3.1.8: a server MUST accept at least 100 recipients.
+		bad("smtp.max_recipients", "must be at least 100 (RFC 5321 4.5.3.1.8)")
+	}
+	if s.CommandTimeout < Duration(time.Second) {
+		bad("smtp.command_timeout", "must be at least 1s")
+	}
+	if s.DataTimeout < Duration(time.Second) {
+		bad("smtp.data_timeout", "must be at least 1s")
+	}
+	if len(s.SubaddressSeparator) > 1 || strings.ContainsAny(s.SubaddressSeparator, "@\" .") {
+		bad("smtp.subaddress_separator", "must be one character other than @, quote, space and dot, or empty")
+	}
+	return errors.Join(errs...)
+}
+
+func checkListen(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return err
+	}
+	if host != "" && net.ParseIP(host) == nil && host != "localhost" {
+		return fmt.Errorf("%q is not an IP address", host)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q is not a port", port)
+	}
+	return nil
+}
+
+// Duration is a time.Duration written as a string in TOML ("5m", "30s").
+type Duration time.Duration
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// D returns the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Size is a byte count written as a number or as a string with a unit: "50MiB", "10MB", "512KiB".
+type Size int64
+
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
+	{"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000},
+	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1},
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (s *Size) UnmarshalText(b []byte) error {
+	str := strings.TrimSpace(string(b))
+	mult := int64(1)
+	for _, u := range sizeUnits {
+		if strings.HasSuffix(str, u.suffix) {
+			mult = u.mult
+			str = strings.TrimSpace(strings.TrimSuffix(str, u.suffix))
+			break
+		}
+	}
+	n, err := strconv.ParseInt(str, 10, 64)
+	if err != nil || n < 0 {
+		return fmt.Errorf("%q is not a size (examples: 52428800, \"50MiB\")", string(b))
+	}
+	*s = Size(n * mult)
+	return nil
+}

@@ -1,0 +1,142 @@
+// Package intake commits accepted mail (DESIGN.md "the path of one message", step 3). A front
+// end (the SMTP server now; IMAP APPEND and sendmail later) begins a Draft, streams the message
+// into it, and commits it with the envelope; Commit returns only once the message is durable.
+//
+// Blob format: every stored message starts with a "Return-Path: <sender>" line written by
+// Begin (RFC 5321 4.4: added at final delivery). Mailboxes show the blob as is; the relay path
+// skips that first line (ReturnPathLen tells how long it is), so one file serves both.
+package intake
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"yubin/internal/address"
+	"yubin/internal/directory"
+	"yubin/internal/store"
+)
+
+// Store is what intake needs from storage.
+type Store interface {
+	NewBlob() (*store.BlobWriter, error)
+	Deliver(ctx context.Context, c *store.Commit) error
+}
+
+// Resolver decides where mail for an address goes.
+type Resolver interface {
+	Resolve(ctx context.Context, addr address.Address) (directory.Resolution, error)
+}
+
+// Intake is shared by every front end; it holds no per-message state.
+type Intake struct {
+	Store     Store
+	Directory Resolver
+	Logger    *slog.Logger
+	Now       func() time.Time
+}
+
+// Recipient is one accepted envelope recipient and where it goes.
+type Recipient struct {
+	Address string // as accepted, e.g. "user+tag@example.org"
+	Targets []directory.Target
+}
+
+// Envelope is what the transaction said besides the content.
+type Envelope struct {
+	From       string // reverse path; "" is the null sender
+	Recipients []Recipient
+}
+
+// Resolve is the directory's answer for addr.
+func (in *Intake) Resolve(ctx context.Context, addr address.Address) (directory.Resolution, error) {
+	return in.Directory.Resolve(ctx, addr)
+}
+
+// Draft is a message being received. Write streams into its blob; nothing is visible until
+// Commit succeeds. A Draft is used by one goroutine.
+type Draft struct {
+	in            *Intake
+	bw            *store.BlobWriter
+	returnPathLen int
+	done          bool
+}
+
+// Begin starts a message from the envelope sender from.
+func (in *Intake) Begin(ctx context.Context, from string) (*Draft, error) {
+	bw, err := in.Store.NewBlob()
+	if err != nil {
+		return nil, fmt.Errorf("new blob: %w", err)
+	}
+	d := &Draft{in: in, bw: bw}
+	n, err := fmt.Fprintf(bw, "Return-Path: <%s>\r\n", from)
+	if err != nil {
+		d.Abort()
+		return nil, fmt.Errorf("write blob: %w", err)
+	}
+	d.returnPathLen = n
+	return d, nil
+}
+
+// ID is the message id, known from the start so that trace headers can name it.
+func (d *Draft) ID() string { return d.bw.ID() }
+
+// Write appends message bytes.
+func (d *Draft) Write(p []byte) (int, error) { return d.bw.Write(p) }
+
+// Size is the number of bytes written so far, Return-Path included.
+func (d *Draft) Size() int64 { return d.bw.Size() }
+
+// ReturnPathLen is the length of the Return-Path line that starts the blob.
+func (d *Draft) ReturnPathLen() int { return d.returnPathLen }
+
+// Commit makes the message durable for every recipient in one commit: local targets get a
+// mailbox entry, remote ones a queue entry. On error nothing is stored.
+func (d *Draft) Commit(ctx context.Context, env Envelope) error {
+	c := &store.Commit{Blob: d.bw, From: env.From, ReceivedAt: d.now()}
+	seenLocal := map[int64]bool{}
+	seenRemote := map[string]bool{}
+	for _, r := range env.Recipients {
+		for _, t := range r.Targets {
+			switch {
+			case t.Remote:
+				if !seenRemote[t.Address] {
+					seenRemote[t.Address] = true
+					c.Recipients = append(c.Recipients, store.Recipient{Address: t.Address, Remote: true})
+				}
+			case t.AccountID > 0:
+				if !seenLocal[t.AccountID] {
+					seenLocal[t.AccountID] = true
+					c.Recipients = append(c.Recipients, store.Recipient{Address: r.Address, AccountID: t.AccountID})
+				}
+			}
+		}
+	}
+	if len(c.Recipients) == 0 {
+		d.Abort()
+		return fmt.Errorf("commit %s: no deliverable recipient", d.ID())
+	}
+	if err := d.in.Store.Deliver(ctx, c); err != nil {
+		d.Abort()
+		return fmt.Errorf("commit %s: %w", d.ID(), err)
+	}
+	d.done = true
+	return nil
+}
+
+// Abort drops the draft. It is safe after Commit and more than once.
+func (d *Draft) Abort() {
+	if d.done {
+		return
+	}
+	d.done = true
+	_ = d.bw.Abort()
+}
+
+func (d *Draft) now() time.Time {
+	if d.in.Now != nil {
+		return d.in.Now()
+	}
+	return time.Now()
+}

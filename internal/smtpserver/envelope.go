@@ -1,0 +1,226 @@
+package smtpserver
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+
+	"yubin/internal/address"
+	"yubin/internal/directory"
+	"yubin/internal/intake"
+	"yubin/internal/smtp"
+)
+
+// transaction is the state between MAIL and the end of the message (RFC 5321 3.3).
+type transaction struct {
+	from    string // reverse path, "" for <>
+	utf8    bool   // SMTPUTF8 declared
+	body    string // BODY= value, "" when not given
+	rcpts   []intake.Recipient
+	bdat    *bdatState // a BDAT transfer in progress
+	usedDat bool       // DATA or BDAT already used in this transaction
+}
+
+func (sess *session) resetTx() {
+	if sess.tx != nil && sess.tx.bdat != nil && sess.tx.bdat.draft != nil {
+		sess.tx.bdat.draft.Abort()
+	}
+	sess.tx = nil
+}
+
+func (sess *session) cmdHello(arg string, esmtp bool) {
+	verb := "HELO"
+	if esmtp {
+		verb = "EHLO"
+	}
+	arg = strings.TrimSpace(arg)
+	if arg == "" || strings.ContainsAny(arg, " \t") {
+		sess.fail(smtp.Replyf(501, "5.5.4", "%s needs one domain or address literal", verb))
+		return
+	}
+	// RFC 5321 4.1.4: EHLO resets the transaction.
+	sess.resetTx()
+	sess.helo, sess.esmtp = arg, esmtp
+	if !esmtp {
+		sess.reply(smtp.NewReply(250, "", sess.srv.Hostname))
+		return
+	}
+	// RFC 2034 4: the EHLO reply carries no enhanced code.
+	lines := []string{
+		sess.srv.Hostname + " greets " + sanitizeHelo(arg),
+		"PIPELINING",
+		"SIZE " + strconv.FormatInt(sess.srv.lim.MaxMessageSize, 10),
+		"8BITMIME",
+		"SMTPUTF8",
+		"ENHANCEDSTATUSCODES",
+		"CHUNKING",
+	}
+	if sess.srv.TLSConfig != nil && sess.tls == nil {
+		lines = append(lines, "STARTTLS")
+	}
+	lines = append(lines, "HELP")
+	sess.reply(&smtp.Reply{Code: 250, Lines: lines})
+}
+
+func (sess *session) cmdMail(arg string) {
+	switch {
+	case sess.helo == "":
+		sess.fail(smtp.NewReply(503, "5.5.1", "send EHLO or HELO first"))
+		return
+	case sess.tx != nil:
+		sess.fail(smtp.NewReply(503, "5.5.1", "nested MAIL command"))
+		return
+	}
+	pa, err := smtp.ParsePathArg(arg, "FROM:")
+	if err != nil {
+		sess.fail(asReply(err, 501, "5.5.4"))
+		return
+	}
+	tx := &transaction{}
+	if len(pa.Params) > 0 && !sess.esmtp {
+		sess.fail(smtp.NewReply(555, "5.5.4", "MAIL parameters need EHLO"))
+		return
+	}
+	for _, p := range pa.Params {
+		switch p.Key {
+		case "SIZE":
+			n, err := strconv.ParseInt(p.Value, 10, 64)
+			if err != nil || n < 0 {
+				sess.fail(smtp.NewReply(501, "5.5.4", "bad SIZE value"))
+				return
+			}
+			// RFC 1870 6: a declared size over the limit is refused at MAIL.
+			if n > sess.srv.lim.MaxMessageSize {
+				sess.fail(smtp.Replyf(552, "5.3.4", "message size exceeds fixed maximum message size (%d)", sess.srv.lim.MaxMessageSize))
+				return
+			}
+		case "BODY":
+			switch v := strings.ToUpper(p.Value); v {
+			case "7BIT", "8BITMIME":
+				tx.body = v
+			default:
+				sess.fail(smtp.NewReply(501, "5.5.4", "BODY must be 7BIT or 8BITMIME"))
+				return
+			}
+		case "SMTPUTF8":
+			if p.Value != "" {
+				sess.fail(smtp.NewReply(501, "5.5.4", "SMTPUTF8 takes no value"))
+				return
+			}
+			tx.utf8 = true
+		case "AUTH":
+			// RFC 4954 5: accepted; without a trusted authenticated session it is ignored.
+		default:
+			sess.fail(smtp.Replyf(555, "5.5.4", "unsupported MAIL parameter %s", p.Key))
+			return
+		}
+	}
+	if pa.Mailbox != "" {
+		a, err := address.Parse(pa.Mailbox, address.Options{AllowUTF8: tx.utf8})
+		if err != nil {
+			sess.fail(addressReply(err, "5.1.7", "sender"))
+			return
+		}
+		tx.from = a.String()
+	}
+	sess.tx = tx
+	sess.reply(smtp.NewReply(250, "2.1.0", "sender OK"))
+}
+
+// addressReply maps an address syntax error: non-ASCII without SMTPUTF8 is 553 5.6.7
+// (RFC 6531 3.5), anything else 501 with the enhanced code for sender or recipient syntax.
+func addressReply(err error, enh, who string) *smtp.Reply {
+	var ae *address.Error
+	if errors.As(err, &ae) && ae.UTF8 {
+		return smtp.NewReply(553, "5.6.7", "non-ASCII address requires SMTPUTF8")
+	}
+	return smtp.Replyf(501, enh, "bad %s address syntax", who)
+}
+
+func (sess *session) cmdRcpt(arg string) {
+	tx := sess.tx
+	switch {
+	case tx == nil:
+		sess.fail(smtp.NewReply(503, "5.5.1", "need MAIL before RCPT"))
+		return
+	case tx.usedDat:
+		sess.fail(smtp.NewReply(503, "5.5.1", "RCPT not allowed during BDAT transfer"))
+		return
+	}
+	pa, err := smtp.ParsePathArg(arg, "TO:")
+	if err != nil {
+		sess.fail(asReply(err, 501, "5.5.4"))
+		return
+	}
+	if len(pa.Params) > 0 {
+		sess.fail(smtp.Replyf(555, "5.5.4", "unsupported RCPT parameter %s", pa.Params[0].Key))
+		return
+	}
+	if len(tx.rcpts) >= sess.srv.lim.MaxRecipients {
+		// RFC 5321 4.5.3.1.10: 452, the client sends the rest in another transaction.
+		sess.reply(smtp.NewReply(452, "4.5.3", "too many recipients"))
+		return
+	}
+	var a address.Address
+	switch {
+	case pa.Mailbox == "":
+		sess.fail(smtp.NewReply(501, "5.1.3", "null recipient not allowed"))
+		return
+	case strings.EqualFold(pa.Mailbox, "postmaster"):
+		// RFC 5321 4.1.1.3: "<Postmaster>" without a domain must be accepted.
+		a = address.Address{Local: "postmaster", Domain: strings.ToLower(sess.srv.Hostname)}
+	default:
+		a, err = address.Parse(pa.Mailbox, address.Options{AllowUTF8: tx.utf8})
+		if err != nil {
+			sess.fail(addressReply(err, "5.1.3", "recipient"))
+			return
+		}
+	}
+	res, err := sess.srv.Backend.Resolve(sess.ctx, a)
+	if err != nil {
+		sess.fail(sess.resolveReply(a, err))
+		return
+	}
+	if !res.Hosted || len(res.Targets) == 0 {
+		if !res.Hosted {
+			sess.log.Info("relay denied", "rcpt", a.String())
+			sess.fail(smtp.Replyf(554, "5.7.1", "<%s>: relay access denied", a.String()))
+			return
+		}
+		sess.fail(smtp.Replyf(550, "5.1.1", "<%s>: no such user here", a.String()))
+		return
+	}
+	tx.rcpts = append(tx.rcpts, intake.Recipient{Address: a.String(), Targets: res.Targets})
+	sess.reply(smtp.NewReply(250, "2.1.5", "recipient OK"))
+}
+
+func (sess *session) resolveReply(a address.Address, err error) *smtp.Reply {
+	switch {
+	case errors.Is(err, directory.ErrNoSuchUser):
+		return smtp.Replyf(550, "5.1.1", "<%s>: no such user here", a.String())
+	case errors.Is(err, directory.ErrRouting):
+		return smtp.Replyf(550, "5.7.1", "<%s>: sender-specified routing is not supported", a.String())
+	case errors.Is(err, directory.ErrAliasLoop):
+		sess.log.Error("alias loop", "rcpt", a.String(), "err", err)
+		return smtp.Replyf(550, "5.4.6", "<%s>: alias loop, tell the postmaster", a.String())
+	}
+	ref := sess.internalError("recipient lookup failed", err)
+	return smtp.Replyf(451, "4.3.0", "<%s>: temporary lookup failure, try again later (ref %s)", a.String(), ref)
+}
+
+// sanitizeHelo keeps a client's EHLO argument safe to echo and to put in a header.
+func sanitizeHelo(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r > ' ' && r < 0x7f && r != '(' && r != ')' && r != '\\' && r != '"' {
+			b.WriteRune(r)
+		}
+		if b.Len() >= 255 {
+			break
+		}
+	}
+	if b.Len() == 0 {
+		return "unknown"
+	}
+	return b.String()
+}

@@ -1,0 +1,271 @@
+// Package smtpserver is yubin's SMTP server: the listener, the per-connection session state
+// machine (RFC 5321), its limits and relay policy, and the streaming of DATA/BDAT into an intake
+// Draft. It owns no storage: a message is acknowledged with 250 only after the Backend's Commit
+// returned, which means it is on disk.
+//
+// The server looks like net/http: a Server with exported fields, Serve, ListenAndServe and
+// Shutdown. Files: server.go (listener, connection limits, shutdown), session.go (the command
+// loop and replies), envelope.go (EHLO, MAIL, RCPT...), data.go (DATA, BDAT, trace headers).
+package smtpserver
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"yubin/internal/address"
+	"yubin/internal/directory"
+	"yubin/internal/intake"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("smtpserver: server closed")
+
+// Backend resolves recipients and commits messages. *intake.Intake implements it.
+type Backend interface {
+	Resolve(ctx context.Context, addr address.Address) (directory.Resolution, error)
+	Begin(ctx context.Context, from string) (*intake.Draft, error)
+}
+
+// Limits bound what one client can make the server do. Zero fields take the defaults noted.
+type Limits struct {
+	MaxMessageSize      int64         // bytes; default 50 MiB
+	MaxRecipients       int           // default 100
+	MaxConnections      int           // default 1000
+	MaxConnectionsPerIP int           // default 20
+	MaxErrors           int           // default 20
+	CommandTimeout      time.Duration // default 5m
+	DataTimeout         time.Duration // default 5m
+	MaxReceivedHeaders  int           // default 100
+}
+
+func (l Limits) withDefaults() Limits {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	if l.MaxMessageSize <= 0 {
+		l.MaxMessageSize = 50 << 20
+	}
+	def(&l.MaxRecipients, 100)
+	def(&l.MaxConnections, 1000)
+	def(&l.MaxConnectionsPerIP, 20)
+	def(&l.MaxErrors, 20)
+	def(&l.MaxReceivedHeaders, 100)
+	if l.CommandTimeout <= 0 {
+		l.CommandTimeout = 5 * time.Minute
+	}
+	if l.DataTimeout <= 0 {
+		l.DataTimeout = 5 * time.Minute
+	}
+	return l
+}
+
+// Server is one SMTP listener's configuration and state. Set the exported fields before Serve.
+type Server struct {
+	// Hostname is used in the greeting, EHLO reply and Received headers.
+	Hostname string
+	// Backend resolves and commits. Required.
+	Backend Backend
+	// TLSConfig enables STARTTLS when not nil.
+	TLSConfig *tls.Config
+	Limits    Limits
+	// Logger receives connection and message events; nil discards.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+
+	initOnce  sync.Once
+	lim       Limits
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	sessions  map[*session]struct{}
+	perIP     map[string]int
+	closing   bool
+	wg        sync.WaitGroup
+	nextID    atomic.Uint64
+	idPrefix  string
+}
+
+func (s *Server) init() {
+	s.initOnce.Do(func() {
+		s.lim = s.Limits.withDefaults()
+		s.listeners = map[net.Listener]struct{}{}
+		s.sessions = map[*session]struct{}{}
+		s.perIP = map[string]int{}
+		if s.Logger == nil {
+			s.Logger = slog.New(slog.DiscardHandler)
+		}
+		if s.Now == nil {
+			s.Now = time.Now
+		}
+		if s.Hostname == "" {
+			s.Hostname = "localhost"
+		}
+		s.idPrefix = randomID(4)
+	})
+}
+
+// ListenAndServe listens on the TCP address addr and calls Serve.
+func (s *Server) ListenAndServe(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return s.Serve(l)
+}
+
+// Serve accepts connections on l until Shutdown or Close. It always returns a non-nil error;
+// after Shutdown or Close that is ErrServerClosed.
+func (s *Server) Serve(l net.Listener) error {
+	s.init()
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+		l.Close()
+	}()
+	var backoff time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.Logger.Warn("accept failed, retrying", "err", err, "backoff", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		s.handle(c)
+	}
+}
+
+// isTemporary treats resource exhaustion (EMFILE, ENFILE) as temporary, as net/http does.
+func isTemporary(err error) bool {
+	var te interface{ Temporary() bool }
+	return errors.As(err, &te) && te.Temporary()
+}
+
+func (s *Server) handle(c net.Conn) {
+	ip := remoteIP(c.RemoteAddr())
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		io.WriteString(c, "421 4.3.2 "+s.Hostname+" shutting down\r\n")
+		c.Close()
+		return
+	}
+	var refuse string
+	switch {
+	case len(s.sessions) >= s.lim.MaxConnections:
+		refuse = "421 4.7.0 " + s.Hostname + " too many connections, try again later\r\n"
+	case s.perIP[ip] >= s.lim.MaxConnectionsPerIP:
+		refuse = "421 4.7.0 " + s.Hostname + " too many connections from your address\r\n"
+	}
+	if refuse != "" {
+		s.mu.Unlock()
+		s.Logger.Warn("connection refused", "remote", c.RemoteAddr().String(), "reason", refuse[10:len(refuse)-2])
+		c.SetWriteDeadline(s.Now().Add(10 * time.Second))
+		io.WriteString(c, refuse)
+		c.Close()
+		return
+	}
+	sess := newSession(s, c, ip)
+	s.sessions[sess] = struct{}{}
+	s.perIP[ip]++
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		sess.run()
+		s.mu.Lock()
+		delete(s.sessions, sess)
+		if s.perIP[ip]--; s.perIP[ip] <= 0 {
+			delete(s.perIP, ip)
+		}
+		s.mu.Unlock()
+	}()
+}
+
+// Shutdown stops accepting, ends idle sessions with 421 4.3.2, lets sessions that are in the
+// middle of a command (a DATA transfer, a commit) finish it, and closes them then. When ctx
+// ends first, the remaining connections are closed: their uncommitted messages are dropped and
+// never acknowledged, so nothing acknowledged is lost.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.mu.Lock()
+	s.closing = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	for sess := range s.sessions {
+		sess.stop()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close closes the listeners and every connection at once.
+func (s *Server) Close() error {
+	s.init()
+	s.mu.Lock()
+	s.closing = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	for sess := range s.sessions {
+		sess.conn.Close()
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Server) shuttingDown() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+func remoteIP(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
+}
