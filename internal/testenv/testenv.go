@@ -1,0 +1,286 @@
+// Package testenv holds test helpers: an in-process yubin on loopback with its own data
+// directory, a raw SMTP line client, and lookups of what landed in a mailbox. Only tests
+// import it.
+package testenv
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"yubin/internal/app"
+	"yubin/internal/config"
+	"yubin/internal/directory"
+	"yubin/internal/smtp"
+)
+
+// Yubin is an in-process server started by a test; it stops when the test ends.
+type Yubin struct {
+	T    testing.TB
+	App  *app.App
+	Cfg  config.Config
+	Addr string // the MX listener, host:port
+}
+
+// Config returns a configuration for tests: loopback, a port chosen by the kernel, a data
+// directory that the test removes.
+func Config(t testing.TB) config.Config {
+	cfg := config.Default()
+	cfg.Hostname = "mx.test"
+	cfg.DataDir = t.TempDir()
+	cfg.SMTP.Listen = []string{"127.0.0.1:0"}
+	cfg.ShutdownTimeout = config.Duration(5 * time.Second)
+	return cfg
+}
+
+// Start runs yubin with Config(t) changed by the options, and the domain "example.test"
+// with the account "user@example.test" (password "password123").
+func Start(t testing.TB, opts ...func(*config.Config)) *Yubin {
+	t.Helper()
+	cfg := Config(t)
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return StartConfig(t, cfg)
+}
+
+// StartConfig runs yubin with cfg as given.
+func StartConfig(t testing.TB, cfg config.Config) *Yubin {
+	t.Helper()
+	ctx := context.Background()
+	log := slog.New(slog.DiscardHandler)
+	if os.Getenv("YUBIN_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	a, err := app.New(ctx, cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	y := &Yubin{T: t, App: a, Cfg: cfg, Addr: a.Addrs()["smtp"][0].String()}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := a.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	y.AddDomain("example.test")
+	y.AddAccount("user@example.test", "password123")
+	return y
+}
+
+// AddDomain adds a hosted domain.
+func (y *Yubin) AddDomain(name string) {
+	y.T.Helper()
+	if err := y.App.Store.AddDomain(context.Background(), name); err != nil {
+		y.T.Fatal(err)
+	}
+}
+
+// AddAccount adds an account; cheap hash parameters keep tests fast.
+func (y *Yubin) AddAccount(addr, password string) int64 {
+	y.T.Helper()
+	h, err := directory.HashPassword(password, directory.HashParams{Memory: 1024, Time: 1, Threads: 1})
+	if err != nil {
+		y.T.Fatal(err)
+	}
+	a, err := y.App.Store.AddAccount(context.Background(), addr, h)
+	if err != nil {
+		y.T.Fatal(err)
+	}
+	return a.ID
+}
+
+// AddAlias adds an alias.
+func (y *Yubin) AddAlias(addr string, targets ...string) {
+	y.T.Helper()
+	if err := y.App.Store.AddAlias(context.Background(), addr, targets); err != nil {
+		y.T.Fatal(err)
+	}
+}
+
+// Messages returns the stored bytes of every message in an account's mailbox, by UID order.
+func (y *Yubin) Messages(addr, mailbox string) [][]byte {
+	y.T.Helper()
+	msgs, err := MailboxContents(y.App, addr, mailbox)
+	if err != nil {
+		y.T.Fatal(err)
+	}
+	return msgs
+}
+
+// MailboxContents reads every message of a mailbox.
+func MailboxContents(a *app.App, addr, mailbox string) ([][]byte, error) {
+	ctx := context.Background()
+	acct, err := a.Store.GetAccount(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	list, err := a.Store.ListMessages(ctx, acct.ID, mailbox)
+	if err != nil {
+		return nil, err
+	}
+	var out [][]byte
+	for _, m := range list {
+		f, _, err := a.Store.OpenMessage(ctx, m.MessageID)
+		if err != nil {
+			return nil, err
+		}
+		b, err := io.ReadAll(f)
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// Body strips the Return-Path and Received headers that yubin prepended, leaving the
+// message as the client sent it.
+func Body(stored []byte) []byte {
+	s := stored
+	for _, prefix := range []string{"Return-Path:", "Received:"} {
+		if !strings.HasPrefix(string(s), prefix) {
+			continue
+		}
+		// A header field ends at a CRLF not followed by white space.
+		// A header that ends the blob (empty content) ends at its last CRLF.
+		for i := 0; i+1 < len(s); i++ {
+			if s[i] == '\r' && s[i+1] == '\n' && (i+2 == len(s) || s[i+2] != ' ' && s[i+2] != '\t') {
+				s = s[i+2:]
+				break
+			}
+		}
+	}
+	return s
+}
+
+// Conn is a raw SMTP client for protocol tests: it sends lines and checks reply codes.
+type Conn struct {
+	T  testing.TB
+	C  net.Conn
+	br *bufio.Reader
+}
+
+// Dial connects and reads the greeting, which must be 220.
+func Dial(t testing.TB, addr string) *Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	conn := &Conn{T: t, C: c, br: bufio.NewReader(c)}
+	conn.Expect(220)
+	return conn
+}
+
+// Write sends raw bytes.
+func (c *Conn) Write(s string) {
+	c.T.Helper()
+	c.C.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c.C, s); err != nil {
+		c.T.Fatalf("write: %v", err)
+	}
+}
+
+// Read reads one reply.
+func (c *Conn) Read() (*smtp.Reply, error) {
+	c.C.SetReadDeadline(time.Now().Add(10 * time.Second))
+	return smtp.ReadReply(c.br, 100)
+}
+
+// Expect reads one reply and fails the test unless its code is code.
+func (c *Conn) Expect(code int) *smtp.Reply {
+	c.T.Helper()
+	r, err := c.Read()
+	if err != nil {
+		c.T.Fatalf("expected %d, read failed: %v", code, err)
+	}
+	if r.Code != code {
+		c.T.Fatalf("expected %d, got %s", code, r.Error())
+	}
+	return r
+}
+
+// Cmd sends a command line and expects a reply code; it returns the reply.
+func (c *Conn) Cmd(line string, code int) *smtp.Reply {
+	c.T.Helper()
+	c.Write(line + "\r\n")
+	return c.Expect(code)
+}
+
+// CmdEnh sends a command and expects a reply code and enhanced status code.
+func (c *Conn) CmdEnh(line string, code int, enh string) *smtp.Reply {
+	c.T.Helper()
+	r := c.Cmd(line, code)
+	if r.Enhanced != enh {
+		c.T.Fatalf("%q: expected %d %s, got %s", line, code, enh, r.Error())
+	}
+	return r
+}
+
+// ExpectClosed checks that the server closed the connection.
+func (c *Conn) ExpectClosed() {
+	c.T.Helper()
+	c.C.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b := make([]byte, 1)
+	if n, err := c.br.Read(b); err == nil {
+		c.T.Fatalf("connection still open, read %q", b[:n])
+	}
+}
+
+// StartTLS upgrades the connection (after EHLO).
+func (c *Conn) StartTLS() {
+	c.T.Helper()
+	c.Cmd("STARTTLS", 220)
+	tc := tls.Client(c.C, &tls.Config{InsecureSkipVerify: true, ServerName: "mx.test"})
+	if err := tc.Handshake(); err != nil {
+		c.T.Fatalf("TLS handshake: %v", err)
+	}
+	c.C = tc
+	c.br = bufio.NewReader(tc)
+}
+
+// Send runs one whole transaction with DATA and returns the final reply.
+func (c *Conn) Send(from string, to []string, data string) *smtp.Reply {
+	c.T.Helper()
+	c.Cmd(fmt.Sprintf("MAIL FROM:<%s>", from), 250)
+	for _, r := range to {
+		c.Cmd(fmt.Sprintf("RCPT TO:<%s>", r), 250)
+	}
+	c.Cmd("DATA", 354)
+	c.Write(data)
+	r, err := c.Read()
+	if err != nil {
+		c.T.Fatalf("after data: %v", err)
+	}
+	return r
+}
+
+// NeedTool returns the path of an external program a test drives. Without it the test skips,
+// except under CI=true, where every tool must be installed (scripts/test.sh does it).
+func NeedTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is required under CI=true (scripts/test.sh installs it): %v", name, err)
+		}
+		t.Skipf("%s not installed: %v", name, err)
+	}
+	return p
+}
