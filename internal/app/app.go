@@ -187,6 +187,24 @@ func (b DirectoryBackend) GetAlias(ctx context.Context, addr string) ([]string, 
 	return t, notFound(err)
 }
 
+// FirstAccount implements directory.FirstAccounter: the domain's oldest account.
+func (b DirectoryBackend) FirstAccount(ctx context.Context, domain string) (directory.Account, error) {
+	as, err := b.S.ListAccounts(ctx, domain)
+	if err != nil {
+		return directory.Account{}, err
+	}
+	var first *store.Account
+	for i := range as {
+		if !as[i].Disabled && (first == nil || as[i].ID < first.ID) {
+			first = &as[i]
+		}
+	}
+	if first == nil {
+		return directory.Account{}, fmt.Errorf("first account of %s: %w", domain, directory.ErrNotFound)
+	}
+	return directory.Account{ID: first.ID, Address: first.Address, PasswordHash: first.PasswordHash}, nil
+}
+
 // notFound translates the store's ErrNotFound into the directory's.
 func notFound(err error) error {
 	if errors.Is(err, store.ErrNotFound) {

@@ -25,8 +25,9 @@ const maxAliasDepth = 10
 //  4. An alias with the exact key is expanded (see below).
 //  5. With DetailSep set, "base+detail" retries 3 and 4 with the base.
 //  6. "postmaster" (any case) always exists (RFC 5321 4.5.1): if rules 3-4
-//     found nothing, mail goes to PostmasterFallback, else to a placeholder
-//     Target with Postmaster set.
+//     found nothing, mail goes to PostmasterFallback, else to the catch-all,
+//     else to the domain's first account (FirstAccounter), else to a
+//     placeholder Target with Postmaster set, which names no mailbox.
 //  7. The domain's catch-all, if set, is expanded like an alias target.
 //  8. Otherwise ErrNoSuchUser.
 //
@@ -101,7 +102,7 @@ func (r *resolver) local(local, domain, catchAll string) ([]Target, error) {
 		}
 	}
 	if local == "postmaster" {
-		return r.postmaster(domain)
+		return r.postmaster(domain, catchAll)
 	}
 	if catchAll != "" {
 		ts, err := r.target(catchAll, 1)
@@ -145,9 +146,14 @@ func (r *resolver) exact(key string) (ts []Target, found bool, err error) {
 	return exp.targets, true, nil
 }
 
-// postmaster applies rule 6.
-func (r *resolver) postmaster(domain string) ([]Target, error) {
-	if fb := r.d.PostmasterFallback; fb != "" {
+// postmaster applies rule 6: PostmasterFallback, else the domain's catch-all, else the
+// domain's first account (its natural administrator) when the Backend can name it, else a
+// placeholder target that names no mailbox.
+func (r *resolver) postmaster(domain, catchAll string) ([]Target, error) {
+	for _, fb := range []string{r.d.PostmasterFallback, catchAll} {
+		if fb == "" {
+			continue
+		}
 		ts, err := r.target(fb, 1)
 		if err != nil {
 			return nil, err
@@ -156,7 +162,22 @@ func (r *resolver) postmaster(domain string) ([]Target, error) {
 			return ts, nil
 		}
 	}
+	if fa, ok := r.d.Backend.(FirstAccounter); ok {
+		a, err := fa.FirstAccount(r.ctx, domain)
+		switch {
+		case err == nil && !a.Disabled:
+			return []Target{{AccountID: a.ID, Address: a.Address}}, nil
+		case err != nil && !errors.Is(err, ErrNotFound):
+			return nil, err
+		}
+	}
 	return []Target{{Address: "postmaster@" + domain, Postmaster: true}}, nil
+}
+
+// FirstAccounter is an optional Backend extension: the oldest account of a domain, which
+// receives the domain's postmaster mail when nothing else is configured.
+type FirstAccounter interface {
+	FirstAccount(ctx context.Context, domain string) (Account, error)
 }
 
 // target resolves one alias target (or catch-all, or postmaster fallback)

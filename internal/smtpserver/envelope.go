@@ -181,13 +181,14 @@ func (sess *session) cmdRcpt(arg string) {
 		sess.fail(sess.resolveReply(a, err))
 		return
 	}
-	if !res.Hosted || len(res.Targets) == 0 {
-		if !res.Hosted {
-			sess.log.Info("relay denied", "rcpt", a.String())
-			sess.fail(smtp.Replyf(554, "5.7.1", "<%s>: relay access denied", a.String()))
-			return
-		}
-		sess.fail(smtp.Replyf(550, "5.1.1", "<%s>: no such user here", a.String()))
+	if !res.Hosted {
+		sess.log.Info("relay denied", "rcpt", a.String())
+		sess.fail(smtp.Replyf(554, "5.7.1", "<%s>: relay access denied", a.String()))
+		return
+	}
+	if !deliverable(res.Targets) {
+		// A postmaster placeholder: the domain has no account at all to receive it.
+		sess.fail(smtp.Replyf(550, "5.1.1", "<%s>: no mailbox here", a.String()))
 		return
 	}
 	tx.rcpts = append(tx.rcpts, intake.Recipient{Address: a.String(), Targets: res.Targets})
@@ -206,6 +207,16 @@ func (sess *session) resolveReply(a address.Address, err error) *smtp.Reply {
 	}
 	ref := sess.internalError("recipient lookup failed", err)
 	return smtp.Replyf(451, "4.3.0", "<%s>: temporary lookup failure, try again later (ref %s)", a.String(), ref)
+}
+
+// deliverable reports whether any target names a mailbox or a remote address.
+func deliverable(ts []directory.Target) bool {
+	for _, t := range ts {
+		if t.AccountID > 0 || t.Remote {
+			return true
+		}
+	}
+	return false
 }
 
 // sanitizeHelo keeps a client's EHLO argument safe to echo and to put in a header.
