@@ -1,0 +1,218 @@
+package store
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// BlobWriter streams one message into a temp file in tmp/. It is used by one
+// goroutine at a time. Finish it with Store.Deliver or Abort.
+type BlobWriter struct {
+	s    *Store
+	id   string
+	tmp  string // absolute path of the temp file
+	f    *os.File
+	w    *bufio.Writer
+	size int64
+	done bool // closed: delivered, failed or aborted
+}
+
+const blobBufferSize = 64 << 10
+
+// NewBlob creates a temp file for a new message and assigns its message id.
+func (s *Store) NewBlob() (*BlobWriter, error) {
+	for range 3 {
+		id := s.ids.next(s.now())
+		tmp := filepath.Join(s.dir, tmpDirName, id)
+		f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, os.ErrExist) {
+			continue // another process drew the same id in the same millisecond
+		}
+		if err != nil {
+			return nil, fmt.Errorf("new blob %s: %w", id, classify(err))
+		}
+		s.setLive(id, true)
+		return &BlobWriter{s: s, id: id, tmp: tmp, f: f, w: bufio.NewWriterSize(f, blobBufferSize)}, nil
+	}
+	return nil, errors.New("new blob: could not draw an unused message id")
+}
+
+// ID returns the message id: 16 characters of lower-case base32hex, sortable
+// by creation time.
+func (b *BlobWriter) ID() string { return b.id }
+
+// Size returns the number of bytes written so far.
+func (b *BlobWriter) Size() int64 { return b.size }
+
+// Write appends p to the message. An error caused by a full disk satisfies
+// errors.Is(err, ErrStorageFull).
+func (b *BlobWriter) Write(p []byte) (int, error) {
+	if b.done {
+		return 0, fmt.Errorf("write blob %s: %w", b.id, os.ErrClosed)
+	}
+	n, err := b.w.Write(p)
+	b.size += int64(n)
+	if err != nil {
+		return n, fmt.Errorf("write blob %s: %w", b.id, classify(err))
+	}
+	return n, nil
+}
+
+// Abort closes and removes the temp file. It does nothing when the blob was
+// already passed to Deliver or aborted, so it can be deferred.
+func (b *BlobWriter) Abort() error {
+	if b.done {
+		return nil
+	}
+	b.done = true
+	defer b.s.setLive(b.id, false)
+	b.f.Close()
+	if err := os.Remove(b.tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("abort blob %s: %w", b.id, err)
+	}
+	return nil
+}
+
+// finish flushes, fsyncs and closes the temp file and renames it to
+// blobs/<day>/<id>. It returns the path relative to the store directory
+// (slash separated, as stored in messages.blob_path). On error the temp file
+// is removed.
+func (b *BlobWriter) finish(day string) (string, error) {
+	b.done = true
+	fail := func(op string, err error) (string, error) {
+		b.f.Close()
+		os.Remove(b.tmp)
+		return "", fmt.Errorf("%s blob %s: %w", op, b.id, classify(err))
+	}
+	if err := b.w.Flush(); err != nil {
+		return fail("flush", err)
+	}
+	if err := b.f.Sync(); err != nil {
+		return fail("fsync", err)
+	}
+	if err := b.f.Close(); err != nil {
+		return fail("close", err)
+	}
+	dayDir := filepath.Join(b.s.dir, blobsDirName, day)
+	if err := os.MkdirAll(dayDir, 0o700); err != nil {
+		return fail("store", err)
+	}
+	dst := filepath.Join(dayDir, b.id)
+	// Never replace another message's file: a failed commit removes dst.
+	if _, err := os.Lstat(dst); err == nil {
+		return fail("store", fmt.Errorf("%s: %w", dst, os.ErrExist))
+	}
+	if err := os.Rename(b.tmp, dst); err != nil {
+		return fail("store", err)
+	}
+	return blobsDirName + "/" + day + "/" + b.id, nil
+}
+
+func dayOf(t time.Time) string { return t.UTC().Format("20060102") }
+
+// OpenMessage opens the blob of a message for reading and returns it with its
+// size. The caller closes the file.
+func (s *Store) OpenMessage(ctx context.Context, messageID string) (*os.File, int64, error) {
+	var rel string
+	err := s.r.QueryRowContext(ctx, `SELECT blob_path FROM messages WHERE id = ?`, messageID).Scan(&rel)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, 0, fmt.Errorf("open message %s: %w", messageID, ErrNotFound)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("open message %s: %w", messageID, err)
+	}
+	f, err := os.Open(filepath.Join(s.dir, filepath.FromSlash(rel)))
+	if err != nil {
+		return nil, 0, fmt.Errorf("open message %s: %w", messageID, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("open message %s: %w", messageID, err)
+	}
+	return f, fi.Size(), nil
+}
+
+// setLive records that this process owns the blob id (being written or
+// committed), so CleanupOrphans leaves its files alone whatever their age.
+func (s *Store) setLive(id string, live bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if live {
+		s.live[id] = struct{}{}
+	} else {
+		delete(s.live, id)
+	}
+}
+
+func (s *Store) isLive(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.live[id]
+	return ok
+}
+
+// idSource draws message ids: 45 bits of Unix milliseconds then 35 random
+// bits, 80 bits as 16 characters of base32hex (RFC 4648 section 7), whose
+// alphabet keeps the ASCII order, so ids sort by time. Within one
+// millisecond the random part counts up, so ids from one process are unique
+// and ordered; between processes 35 random bits make a clash unlikely, and
+// NewBlob's O_EXCL catches it.
+type idSource struct {
+	mu       sync.Mutex
+	lastMS   uint64
+	lastRand uint64
+}
+
+const (
+	idTimeBits = 45
+	idRandBits = 35
+	idAlphabet = "0123456789abcdefghijklmnopqrstuv"
+)
+
+func (g *idSource) next(now time.Time) string {
+	ms := uint64(now.UnixMilli()) & (1<<idTimeBits - 1)
+	g.mu.Lock()
+	var r uint64
+	if ms <= g.lastMS {
+		// Same millisecond (or the clock went back): count up from the last id.
+		ms = g.lastMS
+		r = g.lastRand + 1
+		if r >= 1<<idRandBits {
+			ms++
+			r = randomBits()
+		}
+	} else {
+		r = randomBits()
+	}
+	g.lastMS, g.lastRand = ms, r
+	g.mu.Unlock()
+
+	var b [16]byte
+	for i := 8; i >= 0; i-- {
+		b[i] = idAlphabet[ms&31]
+		ms >>= 5
+	}
+	for i := 15; i >= 9; i-- {
+		b[i] = idAlphabet[r&31]
+		r >>= 5
+	}
+	return string(b[:])
+}
+
+// randomBits returns idRandBits random bits, leaving half the range free so
+// counting up within a millisecond rarely overflows.
+func randomBits() uint64 {
+	var b [8]byte
+	rand.Read(b[:]) // never returns an error (Go >= 1.24)
+	return binary.BigEndian.Uint64(b[:]) & (1<<(idRandBits-1) - 1)
+}

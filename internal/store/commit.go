@@ -1,0 +1,323 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Recipient is one accepted envelope recipient of a Commit.
+type Recipient struct {
+	Address   string // the envelope recipient as accepted (for the queue and logs)
+	AccountID int64  // >0: deliver into that account's INBOX
+	Remote    bool   // true: a queue row for relay (Address is the remote address)
+}
+
+// Commit is everything one SMTP transaction stores.
+type Commit struct {
+	Blob       *BlobWriter
+	From       string // envelope sender, "" for the null sender
+	Recipients []Recipient
+	ReceivedAt time.Time // zero: now; also names the blob's day directory (UTC)
+}
+
+// pending is a commit on its way through the committer.
+type pending struct {
+	id       string
+	rel      string // blob path relative to the store directory
+	day      string
+	size     int64
+	from     string
+	received time.Time
+	accounts []int64  // distinct local accounts, in recipient order
+	remotes  []string // distinct remote recipients, in recipient order
+	done     chan error
+}
+
+// Deliver makes the one durable commit for c (see the package comment): it
+// fsyncs and links in the blob, then waits for the committer to record a
+// mailbox entry in the INBOX of every local account (once per account, however
+// many recipients map to it) and a queue row for every remote recipient, all
+// in one transaction shared with other waiting commits.
+//
+// When Deliver returns nil the message is durable. When it returns an error
+// nothing is stored and the blob file is gone; a full disk satisfies
+// errors.Is(err, ErrStorageFull). Either way c.Blob is finished, and a
+// deferred c.Blob.Abort() does nothing.
+//
+// ctx is honoured only until the commit is handed to the committer. After
+// that Deliver waits for the result even if ctx is cancelled, because the
+// transaction may already be in progress and the caller must learn whether
+// the message was stored (a 250 answered on a lost commit, or a 4xx on a
+// stored one, would lose or duplicate mail).
+func (s *Store) Deliver(ctx context.Context, c *Commit) error {
+	if c == nil || c.Blob == nil {
+		return errors.New("deliver: no blob")
+	}
+	b := c.Blob
+	if b.s != s {
+		return fmt.Errorf("deliver %s: blob belongs to another store", b.id)
+	}
+	if b.done {
+		return fmt.Errorf("deliver %s: blob already delivered or aborted", b.id)
+	}
+	defer s.setLive(b.id, false)
+	p, err := s.newPending(c)
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		b.Abort()
+		return fmt.Errorf("deliver %s: %w", b.id, err)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		b.Abort()
+		return fmt.Errorf("deliver %s: %w", b.id, ErrClosed)
+	}
+	s.inflight.Add(1)
+	s.mu.Unlock()
+	defer s.inflight.Done()
+
+	if p.rel, err = b.finish(p.day); err != nil {
+		return fmt.Errorf("deliver: %w", err)
+	}
+	select {
+	case s.commitc <- p:
+	case <-ctx.Done():
+		s.removeBlob(p.rel)
+		return fmt.Errorf("deliver %s: %w", p.id, ctx.Err())
+	}
+	if err := <-p.done; err != nil {
+		s.removeBlob(p.rel)
+		return fmt.Errorf("deliver %s: %w", p.id, err)
+	}
+	return nil
+}
+
+func (s *Store) newPending(c *Commit) (*pending, error) {
+	if len(c.Recipients) == 0 {
+		return nil, errors.New("no recipients")
+	}
+	p := &pending{
+		id:       c.Blob.id,
+		size:     c.Blob.size,
+		from:     c.From,
+		received: c.ReceivedAt,
+		done:     make(chan error, 1),
+	}
+	if p.received.IsZero() {
+		p.received = s.now()
+	}
+	p.day = dayOf(p.received)
+	seenAcct := map[int64]bool{}
+	seenRemote := map[string]bool{}
+	for _, r := range c.Recipients {
+		switch {
+		case r.Remote && r.AccountID != 0:
+			return nil, fmt.Errorf("recipient %q is both local and remote", r.Address)
+		case r.Remote:
+			if r.Address == "" {
+				return nil, errors.New("remote recipient without address")
+			}
+			if !seenRemote[r.Address] {
+				seenRemote[r.Address] = true
+				p.remotes = append(p.remotes, r.Address)
+			}
+		case r.AccountID > 0:
+			if !seenAcct[r.AccountID] {
+				seenAcct[r.AccountID] = true
+				p.accounts = append(p.accounts, r.AccountID)
+			}
+		default:
+			return nil, fmt.Errorf("recipient %q has neither an account nor Remote", r.Address)
+		}
+	}
+	return p, nil
+}
+
+// removeBlob removes a blob file whose commit failed. A failure is only
+// logged: CleanupOrphans removes what is left.
+func (s *Store) removeBlob(rel string) {
+	if err := os.Remove(filepath.Join(s.dir, filepath.FromSlash(rel))); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("remove blob of failed commit", "path", rel, "err", err)
+	}
+}
+
+// commitLoop is the committer goroutine. It ends when commitc is closed.
+func (s *Store) commitLoop() {
+	defer close(s.committerDone)
+	for p := range s.commitc {
+		if s.testHookDrain != nil {
+			s.testHookDrain()
+		}
+		batch := []*pending{p}
+	drain:
+		for len(batch) < s.maxBatch {
+			select {
+			case q, ok := <-s.commitc:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, q)
+			default:
+				break drain
+			}
+		}
+		s.commitBatch(batch)
+	}
+}
+
+// commitBatch makes the blob directory entries durable, writes the batch in
+// one transaction and answers every waiting Deliver.
+func (s *Store) commitBatch(batch []*pending) {
+	// The committer's own context: a caller giving up must not abort a
+	// transaction shared with other callers.
+	ctx := context.Background()
+	answer := func(ps []*pending, err error) {
+		for _, p := range ps {
+			p.done <- err
+		}
+	}
+	if err := s.syncDirs(batch); err != nil {
+		answer(batch, err)
+		return
+	}
+	if s.testHookCommit != nil {
+		s.testHookCommit(len(batch))
+	}
+	began, err := s.writeBatch(ctx, batch)
+	if err == nil {
+		s.notifyBatch(batch)
+		answer(batch, nil)
+		return
+	}
+	if len(batch) == 1 || !began {
+		// Nothing to isolate: the transaction never started (the database
+		// is locked or unwritable), so each commit alone would fail the
+		// same way after another busy timeout.
+		answer(batch, err)
+		return
+	}
+	s.log.Warn("group commit failed, retrying one by one", "commits", len(batch), "err", err)
+	for _, p := range batch {
+		one := []*pending{p}
+		_, err := s.writeBatch(ctx, one)
+		if err == nil {
+			s.notifyBatch(one)
+		} else {
+			s.log.Warn("commit failed", "msgid", p.id, "err", err)
+		}
+		answer(one, err)
+	}
+}
+
+// syncDirs fsyncs every distinct day directory of the batch once, so the
+// renames into them are durable before the rows that point at them commit;
+// and blobs/ itself the first time this process uses a day, in case the day
+// directory was just created.
+func (s *Store) syncDirs(batch []*pending) error {
+	seen := map[string]bool{}
+	for _, p := range batch {
+		if seen[p.day] {
+			continue
+		}
+		seen[p.day] = true
+		if err := syncDir(filepath.Join(s.dir, blobsDirName, p.day)); err != nil {
+			return err
+		}
+		if !s.syncedDays[p.day] {
+			if err := syncDir(filepath.Join(s.dir, blobsDirName)); err != nil {
+				return err
+			}
+			s.syncedDays[p.day] = true
+		}
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return classify(err)
+	}
+	err = f.Sync()
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, classify(err))
+	}
+	return nil
+}
+
+// writeBatch writes the rows of every commit in batch in one transaction.
+// began reports whether the transaction started, i.e. whether a failure may
+// belong to one commit.
+func (s *Store) writeBatch(ctx context.Context, batch []*pending) (began bool, err error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return false, fmt.Errorf("begin: %w", classify(err))
+	}
+	st := txStmts{
+		msg:   tx.StmtContext(ctx, s.stInsertMessage),
+		bump:  tx.StmtContext(ctx, s.stBumpInbox),
+		mbx:   tx.StmtContext(ctx, s.stInsertMbxMsg),
+		queue: tx.StmtContext(ctx, s.stInsertQueue),
+	}
+	t := s.now()
+	now, expires := unix(t), unix(t.Add(s.queueLifetime))
+	for _, p := range batch {
+		if err := st.write(ctx, p, now, expires); err != nil {
+			tx.Rollback()
+			return true, classify(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return true, fmt.Errorf("commit: %w", classify(err))
+	}
+	s.txCount.Add(1)
+	return true, nil
+}
+
+type txStmts struct{ msg, bump, mbx, queue *sql.Stmt }
+
+// write records one commit: the messages row, then per local account a
+// mailbox entry with the INBOX's next UID and modseq, then per remote
+// recipient a queue row due now.
+func (st txStmts) write(ctx context.Context, p *pending, now, expires int64) error {
+	received := unix(p.received)
+	if _, err := st.msg.ExecContext(ctx, p.id, p.rel, p.size, received, p.from); err != nil {
+		return fmt.Errorf("insert message: %w", err)
+	}
+	for _, acct := range p.accounts {
+		var mbox, uid, modseq int64
+		err := st.bump.QueryRowContext(ctx, acct).Scan(&mbox, &uid, &modseq)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("INBOX of account %d: %w", acct, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("next UID in INBOX of account %d: %w", acct, err)
+		}
+		if _, err := st.mbx.ExecContext(ctx, mbox, uid, p.id, modseq, received); err != nil {
+			return fmt.Errorf("insert into INBOX of account %d: %w", acct, err)
+		}
+	}
+	for _, rcpt := range p.remotes {
+		if _, err := st.queue.ExecContext(ctx, p.id, rcpt, now, now, expires); err != nil {
+			return fmt.Errorf("queue for %s: %w", rcpt, err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) notifyBatch(batch []*pending) {
+	for _, p := range batch {
+		for _, acct := range p.accounts {
+			s.subs.notify(acct)
+		}
+	}
+}

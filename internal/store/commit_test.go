@@ -1,0 +1,342 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestDeliver(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newTestStore(t, Options{})
+	ana := mustAccount(t, s, "ana@example.org")
+	bob := mustAccount(t, s, "bob@example.org")
+	anaC, cancel := s.Subscribe(ana.ID)
+	defer cancel()
+
+	deliver := func(rcpts ...Recipient) string {
+		t.Helper()
+		b := newBlob(t, s, []byte("Subject: hi\r\n\r\nhi\r\n"))
+		defer b.Abort() // a no-op after Deliver; here to prove it
+		if err := s.Deliver(ctx, &Commit{Blob: b, From: "sender@remote.example", Recipients: rcpts}); err != nil {
+			t.Fatal(err)
+		}
+		return b.ID()
+	}
+	id1 := deliver(local(ana.ID))
+	select {
+	case <-anaC:
+	default:
+		t.Error("no notification for ana after a commit")
+	}
+	// Same account twice (say, an alias and the address itself): one copy.
+	id2 := deliver(local(ana.ID), local(bob.ID), Recipient{Address: "alias", AccountID: ana.ID})
+	id3 := deliver(local(bob.ID), local(ana.ID))
+
+	if u := uids(t, s, ana.ID); !reflect.DeepEqual(u, []uint32{1, 2, 3}) {
+		t.Errorf("ana UIDs %v, want 1 2 3", u)
+	}
+	if u := uids(t, s, bob.ID); !reflect.DeepEqual(u, []uint32{1, 2}) {
+		t.Errorf("bob UIDs %v, want 1 2", u)
+	}
+	ms, _ := s.ListMessages(ctx, ana.ID, "INBOX")
+	var got []string
+	for i, m := range ms {
+		got = append(got, m.MessageID)
+		if m.ModSeq != uint64(i+2) {
+			t.Errorf("message %d: modseq %d, want %d", m.UID, m.ModSeq, i+2)
+		}
+	}
+	if want := []string{id1, id2, id3}; !reflect.DeepEqual(got, want) {
+		t.Errorf("ana message ids %v, want %v", got, want)
+	}
+	mbs, _ := s.ListMailboxes(ctx, ana.ID)
+	if in := mbs[0]; in.Name != "INBOX" || in.UIDNext != 4 || in.HighestModSeq != 4 || in.Messages != 3 {
+		t.Errorf("ana INBOX %+v", in)
+	}
+
+	// Remote recipients become queue rows, once each; mixed with local.
+	if n, _ := s.QueueLen(ctx); n != 0 {
+		t.Errorf("queue %d, want 0", n)
+	}
+	idr := deliver(Recipient{Address: "x@remote.example", Remote: true}, Recipient{Address: "y@remote.example", Remote: true},
+		Recipient{Address: "x@remote.example", Remote: true}, local(bob.ID))
+	if n, _ := s.QueueLen(ctx); n != 2 {
+		t.Errorf("queue %d, want 2", n)
+	}
+	var state string
+	var next, expires int64
+	if err := s.r.QueryRow(`SELECT state, next_attempt, expires FROM queue WHERE message_id = ? AND rcpt = 'y@remote.example'`, idr).Scan(&state, &next, &expires); err != nil {
+		t.Fatal(err)
+	}
+	if state != "queued" || time.Since(time.Unix(next, 0)) > time.Minute || expires-next != int64((5*24*time.Hour).Seconds()) {
+		t.Errorf("queue row: state %q next %d expires %d", state, next, expires)
+	}
+}
+
+func TestDeliverInvalid(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newTestStore(t, Options{})
+	a := mustAccount(t, s, "ana@example.org")
+	for _, rcpts := range [][]Recipient{
+		nil,
+		{{Address: "x"}},
+		{{Address: "x", AccountID: a.ID, Remote: true}},
+		{{Remote: true}},
+	} {
+		b := newBlob(t, s, []byte("x"))
+		if err := s.Deliver(ctx, &Commit{Blob: b, Recipients: rcpts}); err == nil {
+			t.Errorf("Deliver to %+v succeeded", rcpts)
+		}
+		assertNoFile(t, s, b.ID())
+		if err := s.Deliver(ctx, &Commit{Blob: b, Recipients: []Recipient{local(a.ID)}}); err == nil {
+			t.Error("second Deliver of a finished blob succeeded")
+		}
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	b := newBlob(t, s, []byte("x"))
+	if err := s.Deliver(cctx, &Commit{Blob: b, Recipients: []Recipient{local(a.ID)}}); !errors.Is(err, context.Canceled) {
+		t.Errorf("Deliver with a cancelled context: %v", err)
+	}
+	assertNoFile(t, s, b.ID())
+}
+
+// Many concurrent commits share transactions, and UIDs stay contiguous.
+func TestDeliverConcurrent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newTestStore(t, Options{})
+	a := mustAccount(t, s, "ana@example.org")
+	var batches []int
+	s.testHookCommit = func(n int) { batches = append(batches, n) }
+
+	const n = 50
+	start := make(chan struct{})
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			b, err := s.NewBlob()
+			if err != nil {
+				errs <- err
+				return
+			}
+			fmt.Fprintf(b, "message %d\r\n", i)
+			<-start
+			errs <- s.Deliver(ctx, &Commit{Blob: b, Recipients: []Recipient{local(a.ID)}})
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	u := uids(t, s, a.ID)
+	if len(u) != n {
+		t.Fatalf("%d messages, want %d", len(u), n)
+	}
+	for i, uid := range u {
+		if uid != uint32(i+1) {
+			t.Fatalf("UIDs %v, want 1..%d", u, n)
+		}
+	}
+	tx := s.txCount.Load()
+	t.Logf("%d commits in %d transactions, batch sizes %v", n, tx, batches)
+	if tx >= n {
+		t.Errorf("%d transactions for %d commits: no group commit", tx, n)
+	}
+}
+
+// A bad commit in a batch fails alone; the others in its batch succeed.
+func TestDeliverBadCommitInBatch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newTestStore(t, Options{})
+	a := mustAccount(t, s, "ana@example.org")
+	// Hold the committer after it took the first commit until the second
+	// one waits too, so both land in one batch.
+	var batches []int
+	s.testHookDrain = func() {
+		for deadline := time.Now().Add(5 * time.Second); len(s.commitc) == 0 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	s.testHookCommit = func(n int) { batches = append(batches, n) }
+
+	good := newBlob(t, s, []byte("good"))
+	bad := newBlob(t, s, []byte("bad"))
+	var goodErr, badErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { goodErr = s.Deliver(ctx, &Commit{Blob: good, Recipients: []Recipient{local(a.ID)}}) })
+	wg.Go(func() {
+		badErr = s.Deliver(ctx, &Commit{Blob: bad, Recipients: []Recipient{local(a.ID), local(a.ID + 1000)}})
+	})
+	wg.Wait()
+
+	if !reflect.DeepEqual(batches, []int{2}) {
+		t.Fatalf("batches %v, want one batch of 2", batches)
+	}
+	if goodErr != nil {
+		t.Errorf("good commit: %v", goodErr)
+	}
+	if !errors.Is(badErr, ErrNotFound) || errors.Is(badErr, ErrStorageFull) {
+		t.Errorf("bad commit: %v, want ErrNotFound", badErr)
+	}
+	assertNoFile(t, s, bad.ID())
+	if _, _, err := s.OpenMessage(ctx, bad.ID()); !errors.Is(err, ErrNotFound) {
+		t.Errorf("bad commit left a message row: %v", err)
+	}
+	ms, _ := s.ListMessages(ctx, a.ID, "INBOX")
+	if len(ms) != 1 || ms[0].MessageID != good.ID() || ms[0].UID != 1 {
+		t.Errorf("INBOX %+v, want only the good message as UID 1", ms)
+	}
+	if tx := s.txCount.Load(); tx != 1 {
+		t.Errorf("%d transactions committed, want 1 (the retry of the good commit)", tx)
+	}
+}
+
+// A full database fails the commit with ErrStorageFull and stores nothing.
+func TestDeliverStorageFull(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newTestStore(t, Options{})
+	a := mustAccount(t, s, "ana@example.org")
+	var pages int64
+	if err := s.w.QueryRowContext(ctx, `PRAGMA page_count`).Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	// The writer pool has one connection, so this per-connection limit
+	// applies to every commit: the database cannot grow.
+	if _, err := s.w.ExecContext(ctx, fmt.Sprintf(`PRAGMA max_page_count = %d`, pages)); err != nil {
+		t.Fatal(err)
+	}
+	from := strings.Repeat("x", 3000) + "@example.org"
+	var err error
+	var b *BlobWriter
+	for range 100 {
+		b = newBlob(t, s, []byte("x"))
+		if err = s.Deliver(ctx, &Commit{Blob: b, From: from, Recipients: []Recipient{local(a.ID)}}); err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, ErrStorageFull) {
+		t.Fatalf("Deliver into a full database: %v, want ErrStorageFull", err)
+	}
+	assertNoFile(t, s, b.ID())
+	if _, _, err := s.OpenMessage(ctx, b.ID()); !errors.Is(err, ErrNotFound) {
+		t.Errorf("failed commit left a message row: %v", err)
+	}
+}
+
+func TestClassify(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		err  error
+		full bool
+	}{
+		{&os.PathError{Op: "write", Path: "/x", Err: syscall.ENOSPC}, true},
+		{fmt.Errorf("fsync: %w", &os.PathError{Op: "sync", Path: "/x", Err: syscall.EDQUOT}), true},
+		{&os.PathError{Op: "write", Path: "/x", Err: syscall.EIO}, false},
+		{ErrNotFound, false},
+		{nil, false},
+	} {
+		err := classify(tc.err)
+		if errors.Is(err, ErrStorageFull) != tc.full || !errors.Is(err, tc.err) {
+			t.Errorf("classify(%v) = %v; full = %v, want %v", tc.err, err, !tc.full, tc.full)
+		}
+	}
+}
+
+func TestSubscribe(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newTestStore(t, Options{})
+	ana := mustAccount(t, s, "ana@example.org")
+	bob := mustAccount(t, s, "bob@example.org")
+	c1, cancel1 := s.Subscribe(ana.ID)
+	c2, cancel2 := s.Subscribe(ana.ID)
+	cb, cancelB := s.Subscribe(bob.ID)
+	defer cancel2()
+	defer cancelB()
+	for range 3 { // three commits, one pending signal: sends never block
+		if err := s.Deliver(ctx, &Commit{Blob: newBlob(t, s, []byte("x")), Recipients: []Recipient{local(ana.ID)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, c := range []<-chan struct{}{c1, c2} {
+		select {
+		case <-c:
+		default:
+			t.Errorf("subscriber %d got no signal", i)
+		}
+		select {
+		case <-c:
+			t.Errorf("subscriber %d got a second signal", i)
+		default:
+		}
+	}
+	select {
+	case <-cb:
+		t.Error("bob was notified of ana's mail")
+	default:
+	}
+	cancel1()
+	cancel1()
+	if _, ok := <-c1; ok {
+		t.Error("channel open after cancel")
+	}
+}
+
+func BenchmarkDeliver(b *testing.B) {
+	ctx := context.Background()
+	s := newTestStore(b, Options{})
+	a := mustAccount(b, s, "ana@example.org")
+	msg := bytes.Repeat([]byte("0123456789abcde\n"), 64) // 1 KiB
+	b.SetBytes(int64(len(msg)))
+	b.SetParallelism(8) // 8 x GOMAXPROCS concurrent sessions
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			w, err := s.NewBlob()
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			w.Write(msg)
+			if err := s.Deliver(ctx, &Commit{Blob: w, From: "x@remote.example", Recipients: []Recipient{local(a.ID)}}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/float64(s.txCount.Load()), "commits/tx")
+}
+
+// dirEntries lists the files under dir/sub (for tests).
+func dirEntries(t *testing.T, s *Store, sub string) []string {
+	t.Helper()
+	var names []string
+	filepath.WalkDir(filepath.Join(s.dir, sub), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			names = append(names, d.Name())
+		}
+		return nil
+	})
+	return names
+}

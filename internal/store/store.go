@@ -1,0 +1,273 @@
+// Package store owns yubin's data directory: the database and the message
+// blob files. Nothing above this package knows which database it runs on;
+// the embedded backend is SQLite (modernc.org/sqlite, no cgo), and the schema
+// and API use only plain types so a PostgreSQL backend can implement the same
+// API later.
+//
+// # On-disk layout
+//
+//	<dir>/yubin.db          the database (WAL mode, plus yubin.db-wal and yubin.db-shm)
+//	<dir>/tmp/<id>          blobs being written (NewBlob); removed by Abort or moved by Deliver
+//	<dir>/blobs/YYYYMMDD/<id>
+//	                        immutable message files, one per message, named by the
+//	                        message id, in a directory per day of receipt (UTC)
+//
+// A message file is shared by every mailbox entry and queue entry that
+// references its messages row. DeleteUnreferenced removes messages rows (and
+// then their files) that nothing references any more; CleanupOrphans removes
+// what a crash can leave behind: blob files without a row and stale tmp files.
+//
+// # The commit flow
+//
+// A message is streamed into a BlobWriter (a temp file in tmp/). Deliver makes
+// the one durable commit for the whole SMTP transaction (DESIGN.md, "The path
+// of one message", steps 3 and 4):
+//
+//  1. In the caller's goroutine: flush, fsync and close the temp file, then
+//     rename it to blobs/YYYYMMDD/<id>. Many sessions fsync their files in
+//     parallel.
+//  2. The commit is handed to a single committer goroutine, which takes every
+//     commit waiting (up to Options.MaxBatch), fsyncs each distinct day
+//     directory once (and blobs/ when it has not yet done so for that day),
+//     and writes the rows of all of them in one database transaction: the
+//     messages row, one mailbox entry per local account and one queue row per
+//     remote recipient. The commit costs one WAL fsync for the whole batch.
+//  3. Each waiting Deliver gets its own result. If the batch transaction
+//     fails, the commits are retried one by one so one bad commit cannot fail
+//     the others. A failed Deliver removes its blob file: nothing is
+//     half-stored. After Deliver returns nil the message survives kill -9 and
+//     power loss.
+//
+// A crash between the rename and the database commit leaves a blob file
+// without a messages row; the client got no 250 and will retry, and
+// CleanupOrphans removes the file later.
+//
+// # Database access
+//
+// Two handles: a writer with exactly one connection (synchronous=FULL,
+// transactions BEGIN IMMEDIATE, so a writer never has to upgrade a read lock)
+// and a small read-only pool. Every statement or transaction is short; no read
+// transaction is held open. Other processes (the yubin CLI) open the same
+// directory while the server runs; SQLite's busy timeout (10 s) serializes
+// their writes with ours.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// Errors callers test with errors.Is. Functions wrap them with context.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrExists   = errors.New("already exists")
+	// ErrNotEmpty: RemoveDomain refuses a domain that still has accounts or aliases.
+	ErrNotEmpty = errors.New("not empty")
+	// ErrStorageFull: the disk or quota is full (ENOSPC, EDQUOT, SQLITE_FULL).
+	// The SMTP server answers 452 4.3.1 for it and 451 for other errors.
+	ErrStorageFull = errors.New("storage full")
+	// ErrClosed: the Store has been closed.
+	ErrClosed = errors.New("store closed")
+)
+
+// Options configure a Store. The zero value is usable.
+type Options struct {
+	Logger   *slog.Logger     // nil: discard
+	Now      func() time.Time // nil: time.Now
+	MaxBatch int              // most commits in one group-commit transaction; 0: 256
+	// QueueLifetime sets the expires column of new queue rows (created +
+	// QueueLifetime). 0: 5 days, the RFC 5321 4.5.4.1 suggestion.
+	QueueLifetime time.Duration
+}
+
+const (
+	dbName        = "yubin.db"
+	tmpDirName    = "tmp"
+	blobsDirName  = "blobs"
+	readerConns   = 4
+	busyTimeoutMS = 10000
+)
+
+// Store is an open data directory. It is safe for concurrent use.
+type Store struct {
+	dir           string
+	log           *slog.Logger
+	now           func() time.Time
+	maxBatch      int
+	queueLifetime time.Duration
+
+	w *sql.DB // the writer: one connection
+	r *sql.DB // the readers: read-only pool
+
+	// Prepared statements for the hot path (Deliver), on the writer.
+	stInsertMessage *sql.Stmt
+	stBumpInbox     *sql.Stmt
+	stInsertMbxMsg  *sql.Stmt
+	stInsertQueue   *sql.Stmt
+
+	ids idSource
+
+	// The committer.
+	commitc       chan *pending
+	committerDone chan struct{}
+	mu            sync.Mutex // guards closed, inflight.Add, live
+	closed        bool
+	inflight      sync.WaitGroup      // Deliver calls that may still send to commitc
+	live          map[string]struct{} // ids of blobs this process is writing or committing
+	syncedDays    map[string]bool     // committer only: day dirs whose entry in blobs/ it has fsynced
+
+	subs subscribers
+
+	// Counters and hooks for in-package tests.
+	txCount        atomic.Int64 // Deliver transactions committed
+	testHookDrain  func()       // committer: after taking the first commit, before draining
+	testHookCommit func(n int)  // committer: before writing a batch of n commits
+}
+
+// Open opens (creating if needed) the data directory dir, creates or migrates
+// the schema and starts the committer.
+func Open(ctx context.Context, dir string, opt Options) (*Store, error) {
+	if strings.ContainsRune(dir, '?') {
+		// The driver reads DSN parameters after the first '?'.
+		return nil, fmt.Errorf("open store: directory name %q contains '?'", dir)
+	}
+	for _, d := range []string{dir, filepath.Join(dir, tmpDirName), filepath.Join(dir, blobsDirName)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("open store: %w", classify(err))
+		}
+	}
+	s := &Store{
+		dir:           dir,
+		log:           opt.Logger,
+		now:           opt.Now,
+		maxBatch:      opt.MaxBatch,
+		queueLifetime: opt.QueueLifetime,
+		live:          map[string]struct{}{},
+		syncedDays:    map[string]bool{},
+		committerDone: make(chan struct{}),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.maxBatch <= 0 {
+		s.maxBatch = 256
+	}
+	if s.queueLifetime <= 0 {
+		s.queueLifetime = 5 * 24 * time.Hour
+	}
+	s.subs.m = map[int64]map[*subscription]struct{}{}
+
+	path := filepath.Join(dir, dbName)
+	var err error
+	s.w, err = sql.Open("sqlite", path+"?"+writerParams())
+	if err != nil {
+		return nil, fmt.Errorf("open store database: %w", err)
+	}
+	s.w.SetMaxOpenConns(1)
+	s.w.SetMaxIdleConns(1)
+	s.w.SetConnMaxLifetime(0)
+	if err := migrate(ctx, s.w); err != nil {
+		s.w.Close()
+		return nil, fmt.Errorf("open store database %s: %w", path, classify(err))
+	}
+	s.r, err = sql.Open("sqlite", path+"?"+readerParams())
+	if err != nil {
+		s.w.Close()
+		return nil, fmt.Errorf("open store database: %w", err)
+	}
+	s.r.SetMaxOpenConns(readerConns)
+	s.r.SetMaxIdleConns(readerConns)
+	if err := s.prepare(ctx); err != nil {
+		s.w.Close()
+		s.r.Close()
+		return nil, fmt.Errorf("open store database %s: %w", path, err)
+	}
+	s.commitc = make(chan *pending, s.maxBatch)
+	go s.commitLoop()
+	return s, nil
+}
+
+func writerParams() string {
+	return fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_txlock=immediate", busyTimeoutMS)
+}
+
+// readerParams: query_only makes a stray write through the reader pool fail
+// instead of silently racing the writer connection.
+func readerParams() string {
+	return fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)&_pragma=query_only(1)", busyTimeoutMS)
+}
+
+func (s *Store) prepare(ctx context.Context) error {
+	var err error
+	prep := func(q string) *sql.Stmt {
+		if err != nil {
+			return nil
+		}
+		var st *sql.Stmt
+		st, err = s.w.PrepareContext(ctx, q)
+		return st
+	}
+	s.stInsertMessage = prep(`INSERT INTO messages (id, blob_path, size, received_at, env_from) VALUES (?, ?, ?, ?, ?)`)
+	// uidnext and highestmodseq are read and bumped in one statement; the
+	// cost does not grow with the mailbox's history. RETURNING gives the
+	// values after the update (SQLite >= 3.35 and PostgreSQL alike).
+	s.stBumpInbox = prep(`UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1
+		WHERE account_id = ? AND name = 'INBOX' RETURNING id, uidnext - 1, highestmodseq`)
+	s.stInsertMbxMsg = prep(`INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, modseq, internal_date) VALUES (?, ?, ?, '', ?, ?)`)
+	s.stInsertQueue = prep(`INSERT INTO queue (message_id, rcpt, state, attempts, next_attempt, last_error, created, expires) VALUES (?, ?, 'queued', 0, ?, '', ?, ?)`)
+	return err
+}
+
+// Dir returns the data directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Close refuses new Deliver calls, waits for the commits already handed in to
+// finish, stops the committer and closes the database.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.inflight.Wait()
+	close(s.commitc)
+	<-s.committerDone
+	for _, st := range []*sql.Stmt{s.stInsertMessage, s.stBumpInbox, s.stInsertMbxMsg, s.stInsertQueue} {
+		st.Close()
+	}
+	return errors.Join(s.r.Close(), s.w.Close())
+}
+
+// writeTx runs fn in one writer transaction (BEGIN IMMEDIATE).
+func (s *Store) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return classify(err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return classify(err)
+	}
+	return classify(tx.Commit())
+}
+
+func unix(t time.Time) int64 { return t.Unix() }
+
+func fromUnix(sec int64) time.Time { return time.Unix(sec, 0).UTC() }
