@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -119,9 +120,18 @@ func (b *BlobWriter) finish(day string) (string, error) {
 
 func dayOf(t time.Time) string { return t.UTC().Format("20060102") }
 
-// OpenMessage opens the blob of a message for reading and returns it with its
-// size. The caller closes the file.
-func (s *Store) OpenMessage(ctx context.Context, messageID string) (*os.File, int64, error) {
+// MessageReader reads a stored message. Today it is the blob file; callers must not assume
+// that (small messages may later live inside the database, see the performance issue).
+type MessageReader interface {
+	io.Reader
+	io.ReaderAt
+	io.Seeker
+	io.Closer
+}
+
+// OpenMessage opens the stored bytes of a message for reading and returns them with their
+// size. The caller closes the reader.
+func (s *Store) OpenMessage(ctx context.Context, messageID string) (MessageReader, int64, error) {
 	var rel string
 	err := s.r.QueryRowContext(ctx, `SELECT blob_path FROM messages WHERE id = ?`, messageID).Scan(&rel)
 	if errors.Is(err, sql.ErrNoRows) {

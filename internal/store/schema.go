@@ -15,9 +15,16 @@ const schemaVersion = 1
 // backend maps INTEGER to BIGINT and AUTOINCREMENT to an identity column.
 // AUTOINCREMENT keeps SQLite from reusing the id of a deleted account,
 // mailbox or queue row, which a session or a log line may still name.
+//
+// Version 1 has not been released yet, so it is still assembled from the parts that each
+// subsystem owns (schemaCore here, the others in their own files); once released, a change
+// becomes a new migration.
 var migrations = []string{
 	// 0 -> 1
-	`
+	schemaCore + schemaQueue + schemaMailbox + schemaAuth,
+}
+
+const schemaCore = `
 CREATE TABLE domains (
 	name      TEXT PRIMARY KEY,
 	catch_all TEXT NOT NULL DEFAULT '',
@@ -80,8 +87,14 @@ CREATE TABLE queue (
 );
 CREATE INDEX queue_message ON queue (message_id);
 CREATE INDEX queue_due ON queue (state, next_attempt);
-`,
-}
+`
+
+// Subsystem parts of schema version 1, defined here until their owners need more tables.
+const (
+	schemaQueue   = ``
+	schemaMailbox = ``
+	schemaAuth    = ``
+)
 
 // migrate brings the schema to schemaVersion. It runs in one BEGIN IMMEDIATE
 // transaction and reads the version inside it, so two processes opening a new
