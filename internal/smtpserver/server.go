@@ -247,7 +247,9 @@ func (s *Server) Close() error {
 		l.Close()
 	}
 	for sess := range s.sessions {
-		sess.conn.Close()
+		// The raw connection, set once: closing it ends a TLS session over it too, and it
+		// does not race with STARTTLS swapping the session's reader and writer.
+		sess.dc.Close()
 	}
 	s.mu.Unlock()
 	return nil

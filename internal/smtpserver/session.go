@@ -70,8 +70,7 @@ func (c *deadlineConn) kill() {
 
 type session struct {
 	srv    *Server
-	conn   net.Conn      // the current connection: dc, or a *tls.Conn over dc
-	dc     *deadlineConn // the raw connection with deadlines
+	dc     *deadlineConn // the raw connection with deadlines; TLS runs over it
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	ip     string
@@ -96,12 +95,11 @@ func newSession(s *Server, c net.Conn, ip string) *session {
 	dc := &deadlineConn{Conn: c, timeout: s.lim.CommandTimeout}
 	cid := s.idPrefix + fmt.Sprintf("%06d", s.nextID.Add(1))
 	sess := &session{
-		srv:  s,
-		conn: dc,
-		dc:   dc,
-		ip:   ip,
-		cid:  cid,
-		log:  s.Logger.With("cid", cid, "remote", c.RemoteAddr().String()),
+		srv: s,
+		dc:  dc,
+		ip:  ip,
+		cid: cid,
+		log: s.Logger.With("cid", cid, "remote", c.RemoteAddr().String()),
 	}
 	sess.br = bufio.NewReaderSize(dc, 8192)
 	sess.bw = bufio.NewWriterSize(dc, 4096)
@@ -310,7 +308,6 @@ func (sess *session) cmdStartTLS(arg string) {
 	}
 	st := tc.ConnectionState()
 	sess.tls = &st
-	sess.conn = tc
 	sess.br = bufio.NewReaderSize(tc, 8192)
 	sess.bw = bufio.NewWriterSize(tc, 4096)
 	// RFC 3207 4.2: the session starts over; the client must say EHLO again.
@@ -324,4 +321,3 @@ func randomID(n int) string {
 	rand.Read(b)
 	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b))
 }
-
