@@ -187,6 +187,11 @@ func (b DirectoryBackend) GetAlias(ctx context.Context, addr string) ([]string, 
 	return t, notFound(err)
 }
 
+// AppPasswordHashes implements directory.AppPasswordBackend.
+func (b DirectoryBackend) AppPasswordHashes(ctx context.Context, accountID int64) ([]string, error) {
+	return b.S.AppPasswordHashes(ctx, accountID)
+}
+
 // FirstAccount implements directory.FirstAccounter: the domain's oldest account.
 func (b DirectoryBackend) FirstAccount(ctx context.Context, domain string) (directory.Account, error) {
 	as, err := b.S.ListAccounts(ctx, domain)

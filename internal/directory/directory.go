@@ -72,6 +72,8 @@ type Directory struct {
 	// mail for "postmaster@<hosted domain>" when that domain has no
 	// postmaster of its own. "" means none: see Resolve.
 	PostmasterFallback string
+	// Guard, when set, throttles Login after failed attempts (brute force).
+	Guard *Guard
 	// HashParams are the argon2id parameters accounts are hashed with.
 	// Authenticate spends as much on a dummy hash for an unknown user, so
 	// that timing does not tell which accounts exist. The zero value means

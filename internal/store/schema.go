@@ -93,7 +93,6 @@ CREATE INDEX queue_due ON queue (state, next_attempt);
 const (
 	schemaQueue   = ``
 	schemaMailbox = ``
-	schemaAuth    = ``
 )
 
 // migrate brings the schema to schemaVersion. It runs in one BEGIN IMMEDIATE
