@@ -6,14 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 
 	"yubin/internal/address"
-	"yubin/internal/config"
 	"yubin/internal/directory"
 	"yubin/internal/store"
 )
@@ -66,25 +64,13 @@ func parseCLI(args []string) (cliArgs, error) {
 	return c, nil
 }
 
-// openStore finds the data directory: --data, --config's data_dir, $YUBIN_DATA,
-// $YUBIN_CONFIG, ./yubin-data.
+// openStore opens the data directory found as cliConfig says.
 func (c cliArgs) openStore(ctx context.Context) (*store.Store, error) {
-	dir := c.data
-	cfgPath := c.config
-	if dir == "" && cfgPath == "" {
-		dir, cfgPath = os.Getenv("YUBIN_DATA"), os.Getenv("YUBIN_CONFIG")
+	cfg, err := cliConfig(c)
+	if err != nil {
+		return nil, err
 	}
-	if dir == "" && cfgPath != "" {
-		cfg, err := config.Load(cfgPath)
-		if err != nil {
-			return nil, err
-		}
-		dir = cfg.DataDir
-	}
-	if dir == "" {
-		dir = "./yubin-data"
-	}
-	return store.Open(ctx, dir, store.Options{})
+	return store.Open(ctx, cfg.DataDir, store.Options{})
 }
 
 func withStore(ctx context.Context, c cliArgs, f func(*store.Store) error) error {
@@ -217,7 +203,7 @@ func cmdAccount(ctx context.Context, args []string, stdin io.Reader, stdout io.W
 		return err
 	}
 	if len(c.pos) == 0 {
-		return usagef("usage: yubin account add|list|passwd|remove")
+		return usagef("usage: yubin account add|list|passwd|remove|app-password")
 	}
 	sub := c.pos[0]
 	c.pos = c.pos[1:]
@@ -252,6 +238,8 @@ func cmdAccount(ctx context.Context, args []string, stdin io.Reader, stdout io.W
 				fmt.Fprintf(stdout, "password: %s\n", pw)
 			}
 			return nil
+		case "app-password":
+			return appPassword(ctx, st, c, stdout)
 		case "remove":
 			if err := need(c, 1, "yubin account remove ADDRESS"); err != nil {
 				return err
@@ -289,6 +277,54 @@ func cmdAccount(ctx context.Context, args []string, stdin io.Reader, stdout io.W
 		}
 		return usagef("unknown subcommand %q", sub)
 	})
+}
+
+// appPassword manages an account's app passwords: one per device, each revocable alone.
+func appPassword(ctx context.Context, st *store.Store, c cliArgs, stdout io.Writer) error {
+	const usage = "yubin account app-password add ADDRESS NAME | list ADDRESS | remove ADDRESS NAME"
+	if len(c.pos) < 2 {
+		return usagef("usage: %s", usage)
+	}
+	sub := c.pos[0]
+	key, err := addressKey(c.pos[1])
+	if err != nil {
+		return err
+	}
+	switch sub {
+	case "add":
+		if len(c.pos) != 3 {
+			return usagef("usage: %s", usage)
+		}
+		pw := newPassword()
+		hash, err := directory.HashPassword(pw, directory.DefaultHashParams())
+		if err != nil {
+			return err
+		}
+		if err := st.AddAppPassword(ctx, key, c.pos[2], hash); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "app password %q of %s added\npassword: %s\n", c.pos[2], key, pw)
+		return nil
+	case "list":
+		ps, err := st.ListAppPasswords(ctx, key)
+		if err != nil {
+			return err
+		}
+		for _, p := range ps {
+			fmt.Fprintf(stdout, "%s\tcreated %s\n", p.Name, p.Created.Format("2006-01-02 15:04"))
+		}
+		return nil
+	case "remove":
+		if len(c.pos) != 3 {
+			return usagef("usage: %s", usage)
+		}
+		if err := st.RemoveAppPassword(ctx, key, c.pos[2]); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "app password %q of %s revoked\n", c.pos[2], key)
+		return nil
+	}
+	return usagef("usage: %s", usage)
 }
 
 func cmdAlias(ctx context.Context, args []string, stdout io.Writer) error {

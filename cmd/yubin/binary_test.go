@@ -76,13 +76,21 @@ type instance struct {
 	dir    string
 	config string
 	addr   string
-	cmd    *exec.Cmd
-	logs   *bytes.Buffer
-	mu     sync.Mutex
+	// subAddr and subsAddr are the submission listeners; socket is the sendmail socket.
+	subAddr, subsAddr, socket string
+	cmd                       *exec.Cmd
+	logs                      *bytes.Buffer
+	mu                        sync.Mutex
 }
 
 func newInstance(t *testing.T) *instance {
-	in := &instance{t: t, bin: yubinBinary(t), dir: t.TempDir(), addr: freePort(t)}
+	in := &instance{t: t, bin: yubinBinary(t), dir: t.TempDir(), addr: freePort(t), subAddr: freePort(t), subsAddr: freePort(t)}
+	sockDir, err := os.MkdirTemp("", "yb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	in.socket = filepath.Join(sockDir, "submit.sock")
 	in.config = filepath.Join(in.dir, "yubin.toml")
 	cfg := fmt.Sprintf(`hostname = "mx.test"
 data_dir = "data"
@@ -91,7 +99,12 @@ shutdown_timeout = "10s"
 [smtp]
 listen = [%q]
 max_connections_per_ip = 100
-`, in.addr)
+
+[submission]
+listen = [%q]
+listen_tls = [%q]
+socket = %q
+`, in.addr, in.subAddr, in.subsAddr, in.socket)
 	if err := os.WriteFile(in.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +354,7 @@ func TestQuickstart(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "data")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "quickstart", "--data", data, "--smtp", "127.0.0.1:0")
+	cmd := exec.CommandContext(ctx, bin, "quickstart", "--data", data, "--smtp", "127.0.0.1:0", "--submission", "127.0.0.1:0", "--submissions", "127.0.0.1:0")
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = io.Discard
 	if err := cmd.Start(); err != nil {

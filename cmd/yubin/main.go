@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 )
 
@@ -29,6 +30,10 @@ Usage:
   yubin alias add ADDRESS TARGET...
   yubin alias list [DOMAIN]
   yubin alias remove ADDRESS
+  yubin account app-password add|list|remove ADDRESS [NAME]
+  yubin sendmail [-t] [-i] [-f sender] [-F name] [recipient...] < message
+                                          hand a message to the running server (install
+                                          as /usr/sbin/sendmail: ln -s $(which yubin) ...)
   yubin mail list ADDRESS [--mailbox NAME]  list the messages in a mailbox (default INBOX)
   yubin mail show ADDRESS UID [--mailbox NAME]  print one message as stored
 
@@ -38,6 +43,10 @@ $YUBIN_DATA, else ./yubin-data.
 `
 
 func main() {
+	// Installed as /usr/sbin/sendmail (a symbolic link), yubin is the sendmail command.
+	if filepath.Base(os.Args[0]) == "sendmail" {
+		os.Exit(cmdSendmail(os.Args[1:], os.Stdin, os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
@@ -66,6 +75,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdAlias(ctx, rest, stdout)
 	case "mail":
 		err = cmdMail(ctx, rest, stdout)
+	case "sendmail":
+		return cmdSendmail(rest, stdin, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -60,13 +60,19 @@ func cmdConfig(args []string, stdout io.Writer) error {
 }
 
 // Quickstart ports: loopback only, above 1024 so no privileges are needed.
-const quickstartSMTP = "127.0.0.1:2525"
+const (
+	quickstartSMTP        = "127.0.0.1:2525"
+	quickstartSubmission  = "127.0.0.1:2587"
+	quickstartSubmissions = "127.0.0.1:2465"
+)
 
 func cmdQuickstart(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("quickstart", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	data := fs.String("data", "./yubin-data", "data directory")
 	smtpAddr := fs.String("smtp", quickstartSMTP, "MX listener address")
+	subAddr := fs.String("submission", quickstartSubmission, "submission (STARTTLS) listener address")
+	subsAddr := fs.String("submissions", quickstartSubmissions, "submission (implicit TLS) listener address")
 	domain := fs.String("domain", "yubin.test", "demo domain")
 	user := fs.String("user", "demo", "demo account's local part")
 	if err := fs.Parse(args); err != nil {
@@ -76,6 +82,8 @@ func cmdQuickstart(ctx context.Context, args []string, stdout, stderr io.Writer)
 	cfg.Hostname = "localhost"
 	cfg.DataDir = *data
 	cfg.SMTP.Listen = []string{*smtpAddr}
+	cfg.Submission.Listen = []string{*subAddr}
+	cfg.Submission.ListenTLS = []string{*subsAddr}
 	log := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
 	a, err := app.New(ctx, cfg, log)
 	if err != nil {
@@ -92,7 +100,14 @@ func cmdQuickstart(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	abs, _ := filepath.Abs(cfg.DataDir)
-	host, port, _ := net.SplitHostPort(a.Addrs()["smtp"][0].String())
+	addrs := a.Addrs()
+	hp := func(service string) (string, string) {
+		h, p, _ := net.SplitHostPort(addrs[service][0].String())
+		return h, p
+	}
+	mxHost, mxPort := hp("smtp")
+	subHost, subPort := hp("submission")
+	_, subsPort := hp("submissions")
 	fmt.Fprintf(stdout, `yubin quickstart is running. Stop it with Ctrl-C.
 
   data directory   %s
@@ -101,6 +116,12 @@ func cmdQuickstart(ctx context.Context, args []string, stdout, stderr io.Writer)
   account          %s
   password         %s   (new at every quickstart; keep it with 'yubin account passwd')
 
+Mail client settings (outgoing mail, SMTP):
+  server           %s
+  port %-5s       STARTTLS, normal password, username %s
+  port %-5s       SSL/TLS (implicit TLS), normal password, username %s
+  The certificate is self-signed: your client will ask you to trust it.
+
 Send a first message:
   swaks --server %s:%s --from you@example.org --to %s
 
@@ -108,7 +129,9 @@ Read it:
   go run ./cmd/yubin mail list %s --data %s
   go run ./cmd/yubin mail show %s 1 --data %s
 
-`, abs, host, port, *domain, addr, password, host, port, addr, addr, cfg.DataDir, addr, cfg.DataDir)
+`, abs, mxHost, mxPort, *domain, addr, password,
+		subHost, subPort, addr, subsPort, addr,
+		mxHost, mxPort, addr, addr, cfg.DataDir, addr, cfg.DataDir)
 	<-ctx.Done()
 	return errors.Join(a.Shutdown(context.Background()))
 }

@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,15 +33,15 @@ type App struct {
 	Intake *intake.Intake
 	tlsCfg *tls.Config
 
-	smtp      *smtpserver.Server
+	services  []*service
 	listeners []listener
 	wg        sync.WaitGroup
 	serveErr  chan error
 }
 
 type listener struct {
-	name string
-	l    net.Listener
+	svc *service
+	l   net.Listener
 }
 
 // New opens the data directory and builds the servers. Nothing listens yet.
@@ -72,59 +74,134 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		st.Close()
 		return nil, err
 	}
+	// tlsutil.ServerConfig turns session tickets off (Outlook interop, golang/go#70232).
 	// The MX listener takes any TLS version a peer offers: opportunistic TLS (RFC 7435)
-	// beats clear text. Submission and IMAP will require TLS 1.2 (RFC 8996).
-	a.tlsCfg = tlsutil.ServerConfig(rl.GetCertificate, tls.VersionTLS10)
-	a.smtp = &smtpserver.Server{
-		Hostname:  cfg.Hostname,
-		Backend:   a.Intake,
-		TLSConfig: a.tlsCfg,
-		Logger:    log.With("listener", "smtp"),
-		Limits: smtpserver.Limits{
-			MaxMessageSize:      int64(cfg.SMTP.MaxMessageSize),
-			MaxRecipients:       cfg.SMTP.MaxRecipients,
-			MaxConnections:      cfg.SMTP.MaxConnections,
-			MaxConnectionsPerIP: cfg.SMTP.MaxConnectionsPerIP,
-			MaxErrors:           cfg.SMTP.MaxErrors,
-			CommandTimeout:      cfg.SMTP.CommandTimeout.D(),
-			DataTimeout:         cfg.SMTP.DataTimeout.D(),
-			MaxReceivedHeaders:  cfg.SMTP.MaxReceivedHeaders,
-		},
+	// beats clear text. Submission requires TLS 1.2 (RFC 8996).
+	mxTLS := tlsutil.ServerConfig(rl.GetCertificate, tls.VersionTLS10)
+	subTLS := tlsutil.ServerConfig(rl.GetCertificate, tls.VersionTLS12)
+	a.tlsCfg = subTLS
+	a.Dir.Guard = directory.NewGuard(directory.GuardConfig{
+		SlowAfter:    cfg.Auth.SlowAfter,
+		IPLimit:      cfg.Auth.IPLimit,
+		AccountLimit: cfg.Auth.AccountLimit,
+		Window:       cfg.Auth.Window.D(),
+		Cooldown:     cfg.Auth.Cooldown.D(),
+	}, nil)
+	limits := smtpserver.Limits{
+		MaxMessageSize:      int64(cfg.SMTP.MaxMessageSize),
+		MaxRecipients:       cfg.SMTP.MaxRecipients,
+		MaxConnections:      cfg.SMTP.MaxConnections,
+		MaxConnectionsPerIP: cfg.SMTP.MaxConnectionsPerIP,
+		MaxErrors:           cfg.SMTP.MaxErrors,
+		CommandTimeout:      cfg.SMTP.CommandTimeout.D(),
+		DataTimeout:         cfg.SMTP.DataTimeout.D(),
+		MaxReceivedHeaders:  cfg.SMTP.MaxReceivedHeaders,
+	}
+	policy := smtpserver.SubmissionPolicy{
+		DomainSenders:        lowerKeys(cfg.Submission.DomainSenders),
+		MaxMessagesPerHour:   cfg.Submission.MaxMessagesPerHour,
+		MaxRecipientsPerHour: cfg.Submission.MaxRecipientsPerHour,
+		ReceivedAuthUser:     cfg.Submission.ReceivedAuthUser,
+	}
+	smtpServer := func(name string, tlsCfg *tls.Config, mod func(*smtpserver.Server)) *smtpserver.Server {
+		s := &smtpserver.Server{
+			Hostname:  cfg.Hostname,
+			Backend:   a.Intake,
+			TLSConfig: tlsCfg,
+			Logger:    log.With("listener", name),
+			Limits:    limits,
+			Auth:      a.Dir,
+			Policy:    policy,
+		}
+		if mod != nil {
+			mod(s)
+		}
+		return s
+	}
+	a.services = []*service{
+		{name: "smtp", network: "tcp", addrs: cfg.SMTP.Listen, srv: smtpServer("smtp", mxTLS, nil)},
+		{name: "submission", network: "tcp", addrs: cfg.Submission.Listen,
+			srv: smtpServer("submission", subTLS, func(s *smtpserver.Server) { s.Submission = true })},
+		{name: "submissions", network: "tcp", addrs: cfg.Submission.ListenTLS,
+			srv: smtpServer("submissions", subTLS, func(s *smtpserver.Server) { s.Submission, s.ImplicitTLS = true, true })},
+	}
+	if p := cfg.SocketPath(); p != "" {
+		a.services = append(a.services, &service{name: "local", network: "unix", addrs: []string{p},
+			srv: smtpServer("local", nil, func(s *smtpserver.Server) { s.Local = true })})
 	}
 	return a, nil
 }
 
+// service is one SMTP server and the addresses it listens on.
+type service struct {
+	name    string
+	network string
+	addrs   []string
+	srv     *smtpserver.Server
+}
+
+func lowerKeys(m map[string][]string) map[string][]string {
+	out := make(map[string][]string, len(m))
+	for k, v := range m {
+		out[strings.ToLower(k)] = v
+	}
+	return out
+}
+
 // Start opens every listener, or none: a wrong address never leaves half a server running.
 func (a *App) Start() error {
-	for _, addr := range a.cfg.SMTP.Listen {
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			for _, o := range a.listeners {
-				o.l.Close()
+	for _, svc := range a.services {
+		for _, addr := range svc.addrs {
+			l, err := listen(svc.network, addr)
+			if err != nil {
+				for _, o := range a.listeners {
+					o.l.Close()
+				}
+				a.listeners = nil
+				return fmt.Errorf("%s listen %s: %w", svc.name, addr, err)
 			}
-			a.listeners = nil
-			return fmt.Errorf("smtp.listen %s: %w", addr, err)
+			a.listeners = append(a.listeners, listener{svc, l})
 		}
-		a.listeners = append(a.listeners, listener{"smtp", l})
 	}
 	for _, l := range a.listeners {
-		a.log.Info("listening", "service", l.name, "addr", l.l.Addr().String())
+		a.log.Info("listening", "service", l.svc.name, "addr", l.l.Addr().String())
 		a.wg.Add(1)
 		go func() {
 			defer a.wg.Done()
-			if err := a.smtp.Serve(l.l); err != nil && !errors.Is(err, smtpserver.ErrServerClosed) {
-				a.serveErr <- fmt.Errorf("%s on %s: %w", l.name, l.l.Addr(), err)
+			if err := l.svc.srv.Serve(l.l); err != nil && !errors.Is(err, smtpserver.ErrServerClosed) {
+				a.serveErr <- fmt.Errorf("%s on %s: %w", l.svc.name, l.l.Addr(), err)
 			}
 		}()
 	}
 	return nil
 }
 
+// listen opens a TCP or Unix socket. A stale Unix socket left by a crash is replaced, but
+// not one that a running server still answers on.
+func listen(network, addr string) (net.Listener, error) {
+	if network != "unix" {
+		return net.Listen(network, addr)
+	}
+	if c, err := net.Dial("unix", addr); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("%s: another server is running on this socket", addr)
+	}
+	os.Remove(addr)
+	l, err := net.Listen("unix", addr)
+	if err != nil {
+		return nil, err
+	}
+	// The socket is only reachable by who can enter the data directory (0700) unless
+	// submission.socket puts it elsewhere.
+	os.Chmod(addr, 0o666)
+	return l, nil
+}
+
 // Addrs lists the listening addresses by service name.
 func (a *App) Addrs() map[string][]net.Addr {
 	m := map[string][]net.Addr{}
 	for _, l := range a.listeners {
-		m[l.name] = append(m[l.name], l.l.Addr())
+		m[l.svc.name] = append(m[l.svc.name], l.l.Addr())
 	}
 	return m
 }
@@ -151,11 +228,26 @@ func (a *App) Run(ctx context.Context) error {
 // Shutdown stops the servers (sessions in flight may finish until ctx ends) and closes the
 // store after its pending commits.
 func (a *App) Shutdown(ctx context.Context) error {
-	err := a.smtp.Shutdown(ctx)
+	var wg sync.WaitGroup
+	errs := make([]error, len(a.services))
+	for i, svc := range a.services {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = svc.srv.Shutdown(ctx)
+		}()
+	}
+	wg.Wait()
 	a.wg.Wait()
+	err := errors.Join(errs...)
 	if errors.Is(err, context.DeadlineExceeded) {
 		a.log.Warn("shutdown deadline reached, remaining sessions closed")
 		err = nil
+	}
+	for _, l := range a.listeners {
+		if l.svc.network == "unix" {
+			os.Remove(l.svc.addrs[0])
+		}
 	}
 	return errors.Join(err, a.Store.Close())
 }

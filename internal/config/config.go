@@ -27,9 +27,52 @@ type Config struct {
 	// ShutdownTimeout bounds how long SIGTERM waits for sessions in flight. Default "30s".
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
 
-	Log  Log  `toml:"log"`
-	TLS  TLS  `toml:"tls"`
-	SMTP SMTP `toml:"smtp"`
+	Log        Log        `toml:"log"`
+	TLS        TLS        `toml:"tls"`
+	SMTP       SMTP       `toml:"smtp"`
+	Submission Submission `toml:"submission"`
+	Auth       Auth       `toml:"auth"`
+}
+
+// Submission configures the listeners mail clients send through (RFC 6409, RFC 8314) and
+// the local socket of "yubin sendmail". Message limits are those of [smtp].
+type Submission struct {
+	// Listen: STARTTLS submission listeners (port 587); AUTH only after TLS. [] disables.
+	// Default [":587"].
+	Listen []string `toml:"listen"`
+	// ListenTLS: implicit-TLS submission listeners (port 465). [] disables.
+	// Default [":465"].
+	ListenTLS []string `toml:"listen_tls"`
+	// Socket is the Unix socket "yubin sendmail" hands messages to; local programs that can
+	// open it may send as anyone, as with Postfix's sendmail. "" (the default) means
+	// data_dir/submit.sock; "none" disables it.
+	Socket string `toml:"socket"`
+	// MaxMessagesPerHour and MaxRecipientsPerHour limit each account (450 4.7.1 past them);
+	// 0 disables. Defaults 500 and 2000.
+	MaxMessagesPerHour   int `toml:"max_messages_per_hour"`
+	MaxRecipientsPerHour int `toml:"max_recipients_per_hour"`
+	// ReceivedAuthUser puts the client's address and the authenticated user into the
+	// Received header. Default false (privacy).
+	ReceivedAuthUser bool `toml:"received_auth_user"`
+	// DomainSenders lets an account send as any address of some domains:
+	// { "admin@example.org" = ["example.org"] }. Default none.
+	DomainSenders map[string][]string `toml:"domain_senders"`
+}
+
+// Auth sets the brute-force limits shared by SMTP AUTH, IMAP and POP3 logins.
+type Auth struct {
+	// SlowAfter failures from one address, failed attempts are answered a second later per
+	// further failure (at most 5s). Default 3.
+	SlowAfter int `toml:"slow_after"`
+	// IPLimit failures from one address within Window lock it out for Cooldown. Default 10.
+	IPLimit int `toml:"ip_limit"`
+	// AccountLimit failures for one account lock it for addresses that have not logged in to
+	// it successfully before. Default 20.
+	AccountLimit int `toml:"account_limit"`
+	// Window during which failures count. Default "15m".
+	Window Duration `toml:"window"`
+	// Cooldown: how long a lockout lasts. Default "15m".
+	Cooldown Duration `toml:"cooldown"`
 }
 
 // Log configures the structured log written to standard error.
@@ -50,7 +93,7 @@ type TLS struct {
 
 // SMTP configures the MX listener (mail from the internet for the hosted domains).
 type SMTP struct {
-	// Listen is the list of addresses for the MX listener. Default ["0.0.0.0:25", "[::]:25"].
+	// Listen is the list of addresses for the MX listener. Default [":25"] (all addresses, IPv4 and IPv6).
 	Listen []string `toml:"listen"`
 	// MaxMessageSize is the SIZE limit in bytes (a number, or a string like "50MiB"). Default 50MiB.
 	MaxMessageSize Size `toml:"max_message_size"`
@@ -84,7 +127,7 @@ func Default() Config {
 		ShutdownTimeout: Duration(30 * time.Second),
 		Log:             Log{Level: "info", Format: "text"},
 		SMTP: SMTP{
-			Listen:              []string{"0.0.0.0:25", "[::]:25"},
+			Listen:              []string{":25"},
 			MaxMessageSize:      50 << 20,
 			MaxRecipients:       100,
 			MaxConnections:      1000,
@@ -95,7 +138,31 @@ func Default() Config {
 			MaxReceivedHeaders:  100,
 			SubaddressSeparator: "+",
 		},
+		Submission: Submission{
+			Listen:               []string{":587"},
+			ListenTLS:            []string{":465"},
+			MaxMessagesPerHour:   500,
+			MaxRecipientsPerHour: 2000,
+		},
+		Auth: Auth{
+			SlowAfter:    3,
+			IPLimit:      10,
+			AccountLimit: 20,
+			Window:       Duration(15 * time.Minute),
+			Cooldown:     Duration(15 * time.Minute),
+		},
 	}
+}
+
+// SocketPath is where the local submission socket lives, "" when disabled.
+func (c *Config) SocketPath() string {
+	switch c.Submission.Socket {
+	case "none":
+		return ""
+	case "":
+		return filepath.Join(c.DataDir, "submit.sock")
+	}
+	return c.Submission.Socket
 }
 
 // Load reads a TOML file over Default(). Unknown keys are errors (a typo must not be ignored);
@@ -203,6 +270,46 @@ func (c *Config) Validate() error {
 	}
 	if s.DataTimeout < Duration(time.Second) {
 		bad("smtp.data_timeout", "must be at least 1s")
+	}
+	sub := &c.Submission
+	for i, a := range sub.Listen {
+		if err := checkListen(a); err != nil {
+			bad(fmt.Sprintf("submission.listen[%d]", i), "%v", err)
+		}
+	}
+	for i, a := range sub.ListenTLS {
+		if err := checkListen(a); err != nil {
+			bad(fmt.Sprintf("submission.listen_tls[%d]", i), "%v", err)
+		}
+	}
+	if sub.MaxMessagesPerHour < 0 {
+		bad("submission.max_messages_per_hour", "must not be negative")
+	}
+	if sub.MaxRecipientsPerHour < 0 {
+		bad("submission.max_recipients_per_hour", "must not be negative")
+	}
+	for acct, domains := range sub.DomainSenders {
+		if !strings.Contains(acct, "@") {
+			bad("submission.domain_senders", "%q is not an account address", acct)
+		}
+		if len(domains) == 0 {
+			bad("submission.domain_senders", "%q lists no domain", acct)
+		}
+	}
+	au := &c.Auth
+	for _, p := range []struct {
+		key string
+		v   int
+	}{{"auth.slow_after", au.SlowAfter}, {"auth.ip_limit", au.IPLimit}, {"auth.account_limit", au.AccountLimit}} {
+		if p.v < 1 {
+			bad(p.key, "must be at least 1")
+		}
+	}
+	if au.Window < Duration(time.Second) {
+		bad("auth.window", "must be at least 1s")
+	}
+	if au.Cooldown < Duration(time.Second) {
+		bad("auth.cooldown", "must be at least 1s")
 	}
 	if len(s.SubaddressSeparator) > 1 || strings.ContainsAny(s.SubaddressSeparator, "@\" .") {
 		bad("smtp.subaddress_separator", "must be one character other than @, quote, space and dot, or empty")

@@ -57,7 +57,7 @@ func (sess *session) cmdData(arg string) {
 	sess.dc.setTimeout(sess.srv.lim.DataTimeout)
 	defer sess.dc.setTimeout(sess.srv.lim.CommandTimeout)
 	dr := smtp.NewDataReader(sess.br)
-	scan := &contentScanner{w: draft, max: sess.srv.lim.MaxMessageSize, inHeader: true}
+	scan := sess.newScanner(draft, false)
 	bp := copyBufs.Get().(*[]byte)
 	_, err = io.CopyBuffer(scan, dr, *bp)
 	copyBufs.Put(bp)
@@ -72,8 +72,31 @@ func (sess *session) cmdData(arg string) {
 		sess.dataReadError(err)
 		return
 	}
+	scan.finish()
 	sess.finishMessage(draft, scan)
 }
+
+// newScanner makes the content scanner for a message going into draft.
+func (sess *session) newScanner(draft *intake.Draft, bdat bool) *contentScanner {
+	c := &contentScanner{w: draft, max: sess.srv.lim.MaxMessageSize, inHeader: true, checkEOL: bdat}
+	if sess.srv.Submission {
+		id, host, now := draft.ID(), sess.srv.Hostname, sess.srv.Now()
+		c.addHeaders = func(hasMessageID, hasDate bool) string {
+			var add string
+			if !hasMessageID {
+				add += "Message-ID: <" + id + "@" + host + ">\r\n"
+			}
+			if !hasDate {
+				add += "Date: " + now.Format(dateFormat) + "\r\n"
+			}
+			return add
+		}
+	}
+	return c
+}
+
+// dateFormat is RFC 5322 3.3.
+const dateFormat = "Mon, 02 Jan 2006 15:04:05 -0700"
 
 func (sess *session) cmdBdat(arg string) {
 	f := strings.Fields(arg)
@@ -119,7 +142,7 @@ func (sess *session) cmdBdat(arg string) {
 			tx.bdat.err = sess.storageReply("begin message", err)
 		} else {
 			tx.bdat.draft = draft
-			tx.bdat.scan = &contentScanner{w: draft, max: sess.srv.lim.MaxMessageSize, inHeader: true, checkEOL: true}
+			tx.bdat.scan = sess.newScanner(draft, true)
 		}
 	}
 	st := tx.bdat
@@ -203,6 +226,9 @@ func (sess *session) finishMessage(draft *intake.Draft, scan *contentScanner) {
 	for i, r := range tx.rcpts {
 		rcpts[i] = r.Address
 	}
+	if sess.account != nil {
+		sess.srv.rates.record(sess.account.Address, len(tx.rcpts))
+	}
 	sess.log.Info("message accepted", "id", draft.ID(), "from", tx.from, "rcpts", rcpts, "size", scan.n, "tls", sess.tls != nil)
 	sess.reply(smtp.Replyf(250, "2.0.0", "OK queued as %s", draft.ID()))
 }
@@ -243,12 +269,27 @@ func (sess *session) receivedHeader(id string, tx *transaction) string {
 	if sess.tls != nil {
 		with += "S" // RFC 3848
 	}
+	if sess.account != nil {
+		with += "A" // RFC 3848
+	}
 	ip := "[" + sess.ip + "]"
 	if strings.Contains(sess.ip, ":") {
 		ip = "[IPv6:" + sess.ip + "]"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "Received: from %s (%s)\r\n\tby %s (yubin) with %s", sanitizeHelo(sess.helo), ip, sess.srv.Hostname, with)
+	b.WriteString("Received: ")
+	software := "yubin"
+	switch {
+	case sess.srv.Local:
+		software = "yubin, local submission"
+	case sess.srv.Submission && !sess.srv.Policy.ReceivedAuthUser:
+		// Privacy: a submitter's address and EHLO name stay out of the message.
+	case sess.account != nil:
+		fmt.Fprintf(&b, "from %s (%s)\r\n\t(authenticated user %s)\r\n\t", sanitizeHelo(sess.helo), ip, sess.account.Address)
+	default:
+		fmt.Fprintf(&b, "from %s (%s)\r\n\t", sanitizeHelo(sess.helo), ip)
+	}
+	fmt.Fprintf(&b, "by %s (%s) with %s", sess.srv.Hostname, software, with)
 	if st := sess.tls; st != nil {
 		fmt.Fprintf(&b, "\r\n\t(%s %s)", tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite))
 	}
@@ -256,15 +297,16 @@ func (sess *session) receivedHeader(id string, tx *transaction) string {
 	if len(tx.rcpts) == 1 {
 		fmt.Fprintf(&b, "\r\n\tfor <%s>", tx.rcpts[0].Address)
 	}
-	fmt.Fprintf(&b, ";\r\n\t%s\r\n", sess.srv.Now().Format("Mon, 02 Jan 2006 15:04:05 -0700"))
+	fmt.Fprintf(&b, ";\r\n\t%s\r\n", sess.srv.Now().Format(dateFormat))
 	return b.String()
 }
 
 // contentScanner sits between the client's data and the draft. It enforces the size limit
 // (past it, bytes are read and dropped, not stored), counts Received headers in the header
-// section for loop detection, and for BDAT (which has no dot terminator to protect) checks
-// that every line ends in CRLF. It never fails a Write, so the transfer is always read to its
-// end; the verdict is read from its fields afterwards.
+// section for loop detection, for BDAT (which has no dot terminator to protect) checks that
+// every line ends in CRLF, and on submission adds the Message-ID and Date headers a client
+// left out (RFC 6409 8) at the end of the header section. It never fails a Write, so the
+// transfer is always read to its end; the verdict is read from its fields afterwards.
 type contentScanner struct {
 	w        io.Writer
 	max      int64
@@ -273,43 +315,100 @@ type contentScanner struct {
 	werr     error
 	inHeader bool
 	col      int // bytes seen in the current header line
-	pfx      [9]byte
+	pfx      [16]byte
 	received int
 	checkEOL bool
 	prevCR   bool
 	bareEOL  bool
+
+	// addHeaders, when set, returns the header lines to add given what the header section
+	// had; it is called once, when the section ends.
+	addHeaders    func(hasMessageID, hasDate bool) string
+	hasMessageID  bool
+	hasDate       bool
+	heldCR        bool // a CR at the end of a chunk in the header, held back for injection
+	headerDoneEnd int  // set by scanHeader: where in p the blank line starts (-1: the held CR)
 }
 
-var receivedPrefix = []byte("received:")
+var (
+	receivedPrefix  = []byte("received:")
+	messageIDPrefix = []byte("message-id:")
+	datePrefix      = []byte("date:")
+)
 
 func (c *contentScanner) Write(p []byte) (int, error) {
-	c.n += int64(len(p))
+	n := len(p)
+	c.n += int64(n)
 	if c.n > c.max {
 		c.over = true
-	}
-	if c.inHeader {
-		c.scanHeader(p)
 	}
 	if c.checkEOL && !c.bareEOL {
 		c.scanEOL(p)
 	}
-	if !c.over && c.werr == nil {
+	if !c.inHeader {
+		c.emit(p)
+		return n, nil
+	}
+	ended := c.scanHeader(p)
+	if c.addHeaders == nil {
+		c.emit(p)
+		return n, nil
+	}
+	held := c.heldCR
+	c.heldCR = false
+	switch {
+	case ended && c.headerDoneEnd < 0:
+		c.emit([]byte(c.addHeaders(c.hasMessageID, c.hasDate)))
+		c.emit([]byte{'\r'})
+		c.emit(p)
+	case ended:
+		if held {
+			c.emit([]byte{'\r'})
+		}
+		c.emit(p[:c.headerDoneEnd])
+		c.emit([]byte(c.addHeaders(c.hasMessageID, c.hasDate)))
+		c.emit(p[c.headerDoneEnd:])
+	default:
+		if held {
+			c.emit([]byte{'\r'})
+		}
+		if len(p) > 0 && p[len(p)-1] == '\r' {
+			c.emit(p[:len(p)-1])
+			c.heldCR = true
+		} else {
+			c.emit(p)
+		}
+	}
+	return n, nil
+}
+
+// emit passes bytes to the draft unless the message is already refused.
+func (c *contentScanner) emit(p []byte) {
+	if !c.over && c.werr == nil && len(p) > 0 {
 		if _, err := c.w.Write(p); err != nil {
 			c.werr = err
 		}
 	}
-	return len(p), nil
 }
 
-func (c *contentScanner) scanHeader(p []byte) {
-	for _, b := range p {
+// scanHeader follows the header section; it reports whether the section ended in p, and
+// then headerDoneEnd is the offset in p where the empty line starts.
+func (c *contentScanner) scanHeader(p []byte) bool {
+	for i, b := range p {
 		if b == '\n' {
 			if c.col == 0 || c.col == 1 && c.pfx[0] == '\r' {
 				c.inHeader = false // the empty line ends the header section
-				return
+				c.headerDoneEnd = i - c.col
+				return true
 			}
-			if c.col >= len(receivedPrefix) && bytes.EqualFold(c.pfx[:], receivedPrefix) {
+			line := c.pfx[:min(c.col, len(c.pfx))]
+			switch {
+			case hasFoldPrefix(line, receivedPrefix):
 				c.received++
+			case hasFoldPrefix(line, messageIDPrefix):
+				c.hasMessageID = true
+			case hasFoldPrefix(line, datePrefix):
+				c.hasDate = true
 			}
 			c.col = 0
 			continue
@@ -319,6 +418,11 @@ func (c *contentScanner) scanHeader(p []byte) {
 		}
 		c.col++
 	}
+	return false
+}
+
+func hasFoldPrefix(s, prefix []byte) bool {
+	return len(s) >= len(prefix) && bytes.EqualFold(s[:len(prefix)], prefix)
 }
 
 func (c *contentScanner) scanEOL(p []byte) {
@@ -356,9 +460,21 @@ func (c *contentScanner) scanEOL(p []byte) {
 	c.prevCR = p[len(p)-1] == '\r'
 }
 
-// finish reports a CR left dangling at the very end of a BDAT transfer.
+// finish ends the content: a CR left dangling at the very end of a BDAT transfer is a bare
+// CR; a message that is all header (no empty line) gets its added headers at the end.
 func (c *contentScanner) finish() {
 	if c.checkEOL && c.prevCR {
 		c.bareEOL = true
+	}
+	if c.heldCR {
+		c.emit([]byte{'\r'})
+		c.heldCR = false
+	}
+	if c.inHeader && c.addHeaders != nil {
+		c.inHeader = false
+		if c.col != 0 {
+			c.emit([]byte("\r\n")) // the last line lacked its line ending
+		}
+		c.emit([]byte(c.addHeaders(c.hasMessageID, c.hasDate)))
 	}
 }

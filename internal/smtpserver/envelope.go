@@ -55,8 +55,11 @@ func (sess *session) cmdHello(arg string, esmtp bool) {
 		"ENHANCEDSTATUSCODES",
 		"CHUNKING",
 	}
-	if sess.srv.TLSConfig != nil && sess.tls == nil {
+	if sess.srv.TLSConfig != nil && sess.tls == nil && !sess.srv.Local {
 		lines = append(lines, "STARTTLS")
+	}
+	if sess.authAvailable() {
+		lines = append(lines, "AUTH PLAIN LOGIN")
 	}
 	lines = append(lines, "HELP")
 	sess.reply(&smtp.Reply{Code: 250, Lines: lines})
@@ -69,6 +72,14 @@ func (sess *session) cmdMail(arg string) {
 		return
 	case sess.tx != nil:
 		sess.fail(smtp.NewReply(503, "5.5.1", "nested MAIL command"))
+		return
+	case sess.srv.Submission && !sess.srv.Local && sess.account == nil:
+		// RFC 6409 4.3, RFC 4954 6.
+		sess.fail(smtp.NewReply(530, "5.7.0", "authentication required"))
+		return
+	case sess.account != nil && !sess.srv.rates.allowMessage(sess.account.Address):
+		sess.log.Warn("message rate limit reached")
+		sess.reply(smtp.NewReply(450, "4.7.1", "hourly message limit reached for your account, try again later"))
 		return
 	}
 	pa, err := smtp.ParsePathArg(arg, "FROM:")
@@ -122,6 +133,13 @@ func (sess *session) cmdMail(arg string) {
 			return
 		}
 		tx.from = a.String()
+		if r := sess.checkSender(a); r != nil {
+			sess.fail(r)
+			return
+		}
+	} else if sess.srv.Submission && !sess.srv.Local {
+		sess.fail(smtp.NewReply(550, "5.7.1", "the null sender is not allowed on submission"))
+		return
 	}
 	sess.tx = tx
 	sess.reply(smtp.NewReply(250, "2.1.0", "sender OK"))
@@ -156,6 +174,11 @@ func (sess *session) cmdRcpt(arg string) {
 		sess.fail(smtp.Replyf(555, "5.5.4", "unsupported RCPT parameter %s", pa.Params[0].Key))
 		return
 	}
+	if sess.account != nil && !sess.srv.rates.allowRecipients(sess.account.Address, len(tx.rcpts)+1) {
+		sess.log.Warn("recipient rate limit reached")
+		sess.reply(smtp.NewReply(450, "4.7.1", "hourly recipient limit reached for your account, try again later"))
+		return
+	}
 	if len(tx.rcpts) >= sess.srv.lim.MaxRecipients {
 		// RFC 5321 4.5.3.1.10: 452, the client sends the rest in another transaction.
 		sess.reply(smtp.NewReply(452, "4.5.3", "too many recipients"))
@@ -179,6 +202,11 @@ func (sess *session) cmdRcpt(arg string) {
 	res, err := sess.srv.Backend.Resolve(sess.ctx, a)
 	if err != nil {
 		sess.fail(sess.resolveReply(a, err))
+		return
+	}
+	if !res.Hosted && sess.mayRelay() {
+		tx.rcpts = append(tx.rcpts, intake.Recipient{Address: a.String(), Targets: []directory.Target{{Address: a.String(), Remote: true}}})
+		sess.reply(smtp.NewReply(250, "2.1.5", "recipient OK"))
 		return
 	}
 	if !res.Hosted {
@@ -207,6 +235,39 @@ func (sess *session) resolveReply(a address.Address, err error) *smtp.Reply {
 	}
 	ref := sess.internalError("recipient lookup failed", err)
 	return smtp.Replyf(451, "4.3.0", "<%s>: temporary lookup failure, try again later (ref %s)", a.String(), ref)
+}
+
+// mayRelay tells whether this session may send to domains yubin does not host: an
+// authenticated submission, or a local program.
+func (sess *session) mayRelay() bool {
+	return sess.srv.Local || sess.srv.Submission && sess.account != nil
+}
+
+// checkSender enforces that an authenticated account sends only as itself: its own address
+// (with any sub-address tag), an alias that delivers to it, or any address of a domain the
+// policy lets it administer. Local programs may use any sender.
+func (sess *session) checkSender(a address.Address) *smtp.Reply {
+	acc := sess.account
+	if acc == nil {
+		return nil
+	}
+	for _, d := range sess.srv.Policy.DomainSenders[acc.Address] {
+		if strings.EqualFold(d, a.Domain) {
+			return nil
+		}
+	}
+	res, err := sess.srv.Backend.Resolve(sess.ctx, a)
+	if err != nil && !errors.Is(err, directory.ErrNoSuchUser) && !errors.Is(err, directory.ErrRouting) {
+		ref := sess.internalError("sender lookup failed", err)
+		return smtp.Replyf(451, "4.3.0", "temporary lookup failure, try again later (ref %s)", ref)
+	}
+	for _, t := range res.Targets {
+		if t.AccountID == acc.ID {
+			return nil
+		}
+	}
+	sess.log.Warn("sender not owned by the account", "from", a.String())
+	return smtp.Replyf(550, "5.7.1", "<%s>: sender address not owned by %s", a.String(), acc.Address)
 }
 
 // deliverable reports whether any target names a mailbox or a remote address.

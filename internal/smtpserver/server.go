@@ -76,11 +76,26 @@ type Server struct {
 	Backend Backend
 	// TLSConfig enables STARTTLS when not nil.
 	TLSConfig *tls.Config
-	Limits    Limits
+	// ImplicitTLS starts TLS on connect (port 465, RFC 8314) instead of offering STARTTLS.
+	ImplicitTLS bool
+	Limits      Limits
 	// Logger receives connection and message events; nil discards.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+
+	// Submission makes this a message submission listener (RFC 6409) instead of an MX:
+	// AUTH is offered after TLS, MAIL needs an authenticated (or Local) session, the sender
+	// must be the account's own address, and recipients may be anywhere (relay).
+	Submission bool
+	// Auth checks credentials on a submission listener.
+	Auth Authenticator
+	// Local marks a listener only local programs can reach (the Unix socket that
+	// "yubin sendmail" uses): sessions count as authenticated and may use any sender,
+	// as with Postfix's sendmail. Implies Submission.
+	Local bool
+	// Policy holds the rules for authenticated senders.
+	Policy SubmissionPolicy
 
 	initOnce  sync.Once
 	lim       Limits
@@ -92,6 +107,20 @@ type Server struct {
 	wg        sync.WaitGroup
 	nextID    atomic.Uint64
 	idPrefix  string
+	rates     *rateLimiter
+}
+
+// SubmissionPolicy is what an authenticated account may do.
+type SubmissionPolicy struct {
+	// DomainSenders lets an account (key "alice@example.org") send as any address of the
+	// listed domains, for the administrator of a domain.
+	DomainSenders map[string][]string
+	// MaxMessagesPerHour and MaxRecipientsPerHour limit each account; 0 means no limit.
+	// Past them MAIL or RCPT gets 450 4.7.1.
+	MaxMessagesPerHour, MaxRecipientsPerHour int
+	// ReceivedAuthUser names the client (EHLO, IP) and the authenticated user in the
+	// Received header. Off by default: a submitter's IP address is private.
+	ReceivedAuthUser bool
 }
 
 func (s *Server) init() {
@@ -110,6 +139,10 @@ func (s *Server) init() {
 			s.Hostname = "localhost"
 		}
 		s.idPrefix = randomID(4)
+		if s.Local {
+			s.Submission = true
+		}
+		s.rates = newRateLimiter(s.Policy.MaxMessagesPerHour, s.Policy.MaxRecipientsPerHour, s.Now)
 	})
 }
 

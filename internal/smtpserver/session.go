@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"yubin/internal/directory"
 	"yubin/internal/smtp"
 )
 
@@ -85,6 +86,7 @@ type session struct {
 	nerrors int
 	tx      *transaction
 	quit    bool
+	account *directory.Account // the authenticated account, nil before AUTH
 
 	mu      sync.Mutex // guards idle, stopped
 	idle    bool       // waiting for a command: Shutdown may interrupt
@@ -130,6 +132,9 @@ func (sess *session) run() {
 	defer sess.dc.Close()
 	defer sess.resetTx()
 	sess.log.Debug("connection opened")
+	if sess.srv.ImplicitTLS && !sess.handshake() {
+		return
+	}
 	sess.reply(smtp.NewReply(220, "", sess.srv.Hostname+" ESMTP yubin"))
 	for !sess.quit {
 		if sess.br.Buffered() == 0 {
@@ -256,7 +261,7 @@ func (sess *session) command(line []byte) {
 	case "STARTTLS":
 		sess.cmdStartTLS(cmd.Arg)
 	case "AUTH":
-		sess.fail(smtp.NewReply(503, "5.5.1", "authentication not available on this port"))
+		sess.cmdAuth(cmd.Arg)
 	case "GET", "POST", "HEAD", "PUT", "CONNECT":
 		// A web client or proxy abuse (a browser form posting to port 25): stop at once.
 		sess.log.Info("HTTP request on SMTP port, closing", "verb", cmd.Verb)
@@ -298,22 +303,30 @@ func (sess *session) cmdStartTLS(arg string) {
 	if n := sess.br.Buffered(); n > 0 {
 		sess.log.Warn("discarding plaintext pipelined after STARTTLS", "bytes", n)
 	}
+	if !sess.handshake() {
+		sess.quit = true
+		return
+	}
+	// RFC 3207 4.2: the session starts over; the client must say EHLO again.
+	sess.helo, sess.esmtp = "", false
+	sess.resetTx()
+}
+
+// handshake starts TLS on the raw connection (STARTTLS, or implicit TLS on connect).
+func (sess *session) handshake() bool {
 	tc := tls.Server(sess.dc, sess.srv.TLSConfig)
 	ctx, cancel := context.WithTimeout(sess.ctx, sess.srv.lim.CommandTimeout)
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
 		sess.log.Info("TLS handshake failed", "err", err)
-		sess.quit = true
-		return
+		return false
 	}
 	st := tc.ConnectionState()
 	sess.tls = &st
 	sess.br = bufio.NewReaderSize(tc, 8192)
 	sess.bw = bufio.NewWriterSize(tc, 4096)
-	// RFC 3207 4.2: the session starts over; the client must say EHLO again.
-	sess.helo, sess.esmtp = "", false
-	sess.resetTx()
 	sess.log.Debug("TLS started", "version", tls.VersionName(st.Version), "cipher", tls.CipherSuiteName(st.CipherSuite))
+	return true
 }
 
 func randomID(n int) string {

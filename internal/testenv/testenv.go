@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +30,8 @@ type Yubin struct {
 	App  *app.App
 	Cfg  config.Config
 	Addr string // the MX listener, host:port
+	// SubmissionAddr (STARTTLS, like 587) and SubmissionsAddr (implicit TLS, like 465).
+	SubmissionAddr, SubmissionsAddr string
 }
 
 // Config returns a configuration for tests: loopback, a port chosen by the kernel, a data
@@ -38,6 +41,15 @@ func Config(t testing.TB) config.Config {
 	cfg.Hostname = "mx.test"
 	cfg.DataDir = t.TempDir()
 	cfg.SMTP.Listen = []string{"127.0.0.1:0"}
+	cfg.Submission.Listen = []string{"127.0.0.1:0"}
+	cfg.Submission.ListenTLS = []string{"127.0.0.1:0"}
+	// A Unix socket path must stay under 108 bytes; test temp dirs can be longer.
+	sockDir, err := os.MkdirTemp("", "yb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	cfg.Submission.Socket = filepath.Join(sockDir, "submit.sock")
 	cfg.ShutdownTimeout = config.Duration(5 * time.Second)
 	return cfg
 }
@@ -68,7 +80,14 @@ func StartConfig(t testing.TB, cfg config.Config) *Yubin {
 	if err := a.Start(); err != nil {
 		t.Fatal(err)
 	}
-	y := &Yubin{T: t, App: a, Cfg: cfg, Addr: a.Addrs()["smtp"][0].String()}
+	addrs := a.Addrs()
+	y := &Yubin{T: t, App: a, Cfg: cfg, Addr: addrs["smtp"][0].String()}
+	if l := addrs["submission"]; len(l) > 0 {
+		y.SubmissionAddr = l[0].String()
+	}
+	if l := addrs["submissions"]; len(l) > 0 {
+		y.SubmissionsAddr = l[0].String()
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -83,11 +83,17 @@ func (r *Reloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error
 
 // ServerConfig returns a tls.Config for a listener. minVersion is tls.VersionTLS12 for
 // submission and IMAP (RFC 8996); the MX listener may accept older peers (opportunistic TLS,
-// RFC 7435: any encryption beats plain text).
+// RFC 7435: any encryption beats plain text). Go's default cipher suites are used: AEAD
+// with forward secrecy first, no RC4 or 3DES.
+//
+// Session tickets are off: Microsoft's SMTP clients (outlook.com, Exchange Online) abort
+// the handshake when a Go TLS 1.3 server sends them (golang/go#70232); mox, chasquid and
+// maddy turned them off for the same reason. Mail sessions gain nothing from resumption.
 func ServerConfig(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error), minVersion uint16) *tls.Config {
 	return &tls.Config{
-		GetCertificate: getCert,
-		MinVersion:     minVersion,
+		GetCertificate:         getCert,
+		MinVersion:             minVersion,
+		SessionTicketsDisabled: true,
 	}
 }
 
