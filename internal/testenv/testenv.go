@@ -303,3 +303,35 @@ func NeedTool(t testing.TB, name string) string {
 	}
 	return p
 }
+
+// DialTLS connects with implicit TLS (like port 465) and reads the greeting.
+func DialTLS(t testing.TB, addr string) *Conn {
+	t.Helper()
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	c, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{InsecureSkipVerify: true, ServerName: "mx.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	conn := &Conn{T: t, C: c, br: bufio.NewReader(c)}
+	conn.Expect(220)
+	return conn
+}
+
+// SetAppPassword adds an app password to an account (cheap hash parameters).
+func (y *Yubin) SetAppPassword(addr, name, password string) {
+	y.T.Helper()
+	h, err := directory.HashPassword(password, directory.HashParams{Memory: 1024, Time: 1, Threads: 1})
+	if err != nil {
+		y.T.Fatal(err)
+	}
+	if err := y.App.Store.AddAppPassword(context.Background(), addr, name, h); err != nil {
+		y.T.Fatal(err)
+	}
+}
+
+// Wrap makes a Conn of an established connection (the caller reads the greeting).
+func Wrap(t testing.TB, c net.Conn) *Conn {
+	t.Cleanup(func() { c.Close() })
+	return &Conn{T: t, C: c, br: bufio.NewReader(c)}
+}
