@@ -34,6 +34,9 @@ Usage:
   yubin sendmail [-t] [-i] [-f sender] [-F name] [recipient...] < message
                                           hand a message to the running server (install
                                           as /usr/sbin/sendmail: ln -s $(which yubin) ...)
+  yubin dkim keygen DOMAIN [--algo ed25519|rsa] [--selector NAME]
+                                          create a signing key, print its DNS record
+  yubin dkim list [DOMAIN] | remove DOMAIN SELECTOR
   yubin mail list ADDRESS [--mailbox NAME]  list the messages in a mailbox (default INBOX)
   yubin mail show ADDRESS UID [--mailbox NAME]  print one message as stored
 
@@ -75,6 +78,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdAlias(ctx, rest, stdout)
 	case "mail":
 		err = cmdMail(ctx, rest, stdout)
+	case "dkim":
+		err = cmdDKIM(ctx, rest, stdout)
 	case "sendmail":
 		return cmdSendmail(rest, stdin, stderr)
 	case "help", "-h", "--help":

@@ -60,7 +60,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		log.Info("removed orphaned files left by an interrupted commit", "count", n)
 	}
 	a.Dir = &directory.Directory{Backend: DirectoryBackend{st}, DetailSep: cfg.SMTP.SubaddressSeparator}
-	a.Intake = &intake.Intake{Store: st, Directory: a.Dir, Logger: log}
+	a.Intake = &intake.Intake{Store: st, Directory: a.Dir, Logger: log, DKIM: st}
 	certFile, keyFile := cfg.TLS.CertFile, cfg.TLS.KeyFile
 	if certFile == "" {
 		certFile, keyFile, err = tlsutil.EnsureSelfSigned(filepath.Join(cfg.DataDir, "tls"), cfg.Hostname)

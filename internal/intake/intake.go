@@ -35,6 +35,10 @@ type Intake struct {
 	Directory Resolver
 	Logger    *slog.Logger
 	Now       func() time.Time
+	// DKIM gives the signing keys for submitted mail; nil disables signing.
+	DKIM KeySource
+
+	keys keyCache
 }
 
 // Recipient is one accepted envelope recipient and where it goes.

@@ -217,6 +217,14 @@ func (sess *session) finishMessage(draft *intake.Draft, scan *contentScanner) {
 		sess.reply(sess.storageReply("write message", scan.werr))
 		return
 	}
+	if sess.srv.Submission && tx.from != "" {
+		// DKIM signature for the sender's domain, when it has keys; before the commit.
+		if err := draft.SignDKIM(sess.ctx, tx.from[strings.LastIndexByte(tx.from, '@')+1:]); err != nil {
+			draft.Abort()
+			sess.reply(sess.storageReply("DKIM signing", err))
+			return
+		}
+	}
 	env := intake.Envelope{From: tx.from, Recipients: tx.rcpts}
 	if err := draft.Commit(sess.ctx, env); err != nil {
 		sess.reply(sess.storageReply("commit message", err))

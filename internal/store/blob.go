@@ -68,6 +68,73 @@ func (b *BlobWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// ReadBack flushes what was written and returns a reader over it from offset, for a second
+// pass over the content before the commit (DKIM signing). Writing may not resume after it.
+func (b *BlobWriter) ReadBack(offset int64) (io.ReadCloser, error) {
+	if b.done {
+		return nil, fmt.Errorf("read back %s: blob already closed", b.id)
+	}
+	if err := b.w.Flush(); err != nil {
+		return nil, fmt.Errorf("read back %s: %w", b.id, classify(err))
+	}
+	f, err := os.Open(b.tmp)
+	if err != nil {
+		return nil, fmt.Errorf("read back %s: %w", b.id, err)
+	}
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// Insert rewrites the blob with p inserted at offset: a header that can only be made after
+// the whole message was seen (a DKIM signature). The message id and temp file name stay;
+// writing may continue after it.
+func (b *BlobWriter) Insert(offset int64, p []byte) error {
+	if b.done {
+		return fmt.Errorf("insert into %s: blob already closed", b.id)
+	}
+	if err := b.w.Flush(); err != nil {
+		return fmt.Errorf("insert into %s: %w", b.id, classify(err))
+	}
+	next := b.tmp + ".new"
+	nf, err := os.OpenFile(next, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("insert into %s: %w", b.id, classify(err))
+	}
+	fail := func(err error) error {
+		nf.Close()
+		os.Remove(next)
+		return fmt.Errorf("insert into %s: %w", b.id, classify(err))
+	}
+	old, err := os.Open(b.tmp)
+	if err != nil {
+		return fail(err)
+	}
+	defer old.Close()
+	nw := bufio.NewWriterSize(nf, blobBufferSize)
+	if _, err := io.CopyN(nw, old, offset); err != nil {
+		return fail(err)
+	}
+	if _, err := nw.Write(p); err != nil {
+		return fail(err)
+	}
+	if _, err := io.Copy(nw, old); err != nil {
+		return fail(err)
+	}
+	if err := nw.Flush(); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(next, b.tmp); err != nil {
+		return fail(err)
+	}
+	b.f.Close()
+	b.f, b.w = nf, bufio.NewWriterSize(nf, blobBufferSize)
+	b.size += int64(len(p))
+	return nil
+}
+
 // Abort closes and removes the temp file. It does nothing when the blob was
 // already passed to Deliver or aborted, so it can be deferred.
 func (b *BlobWriter) Abort() error {

@@ -21,7 +21,7 @@ const schemaVersion = 1
 // becomes a new migration.
 var migrations = []string{
 	// 0 -> 1
-	schemaCore + schemaQueue + schemaMailbox + schemaAuth,
+	schemaCore + schemaQueue + schemaMailbox + schemaAuth + schemaDKIM,
 }
 
 const schemaCore = `
@@ -74,26 +74,11 @@ CREATE TABLE mailbox_messages (
 	PRIMARY KEY (mailbox_id, uid)
 );
 CREATE INDEX mailbox_messages_message ON mailbox_messages (message_id);
-CREATE TABLE queue (
-	id           INTEGER PRIMARY KEY AUTOINCREMENT,
-	message_id   TEXT NOT NULL REFERENCES messages (id),
-	rcpt         TEXT NOT NULL,
-	state        TEXT NOT NULL,
-	attempts     INTEGER NOT NULL DEFAULT 0,
-	next_attempt INTEGER NOT NULL,
-	last_error   TEXT NOT NULL DEFAULT '',
-	created      INTEGER NOT NULL,
-	expires      INTEGER NOT NULL
-);
-CREATE INDEX queue_message ON queue (message_id);
-CREATE INDEX queue_due ON queue (state, next_attempt);
+CREATE INDEX mailbox_messages_modseq ON mailbox_messages (mailbox_id, modseq);
 `
 
-// Subsystem parts of schema version 1, defined here until their owners need more tables.
-const (
-	schemaQueue   = ``
-	schemaMailbox = ``
-)
+// Subsystem parts of schema version 1: schemaQueue is in queue.go, schemaMailbox in
+// imap_schema.go.
 
 // migrate brings the schema to schemaVersion. It runs in one BEGIN IMMEDIATE
 // transaction and reads the version inside it, so two processes opening a new
