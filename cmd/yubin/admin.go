@@ -402,7 +402,7 @@ func cmdMail(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	if len(c.pos) < 2 {
-		return usagef("usage: yubin mail list ADDRESS | yubin mail show ADDRESS UID")
+		return usagef("usage: yubin mail list|count ADDRESS | yubin mail show ADDRESS UID")
 	}
 	sub := c.pos[0]
 	key, err := addressKey(c.pos[1])
@@ -413,6 +413,19 @@ func cmdMail(ctx context.Context, args []string, stdout io.Writer) error {
 		acct, err := st.GetAccount(ctx, key)
 		if err != nil {
 			return fmt.Errorf("account %s: %w", key, err)
+		}
+		if sub == "count" {
+			boxes, err := st.ListMailboxes(ctx, acct.ID)
+			if err != nil {
+				return err
+			}
+			for _, b := range boxes {
+				if b.Name == c.mailbox {
+					fmt.Fprintln(stdout, b.Messages)
+					return nil
+				}
+			}
+			return fmt.Errorf("%s has no mailbox %q", key, c.mailbox)
 		}
 		msgs, err := st.ListMessages(ctx, acct.ID, c.mailbox)
 		if err != nil {
