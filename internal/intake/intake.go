@@ -45,12 +45,17 @@ type Intake struct {
 type Recipient struct {
 	Address string // as accepted, e.g. "user+tag@example.org"
 	Targets []directory.Target
+	// RFC 3461 NOTIFY and ORCPT as received; they go with remote targets to the queue.
+	Notify, ORCPT string
 }
 
 // Envelope is what the transaction said besides the content.
 type Envelope struct {
 	From       string // reverse path; "" is the null sender
 	Recipients []Recipient
+	// RFC 3461 RET and ENVID; SMTPUTF8 (RFC 6531) and BODY=8BITMIME (RFC 6152) as declared.
+	Ret, EnvID         string
+	SMTPUTF8, EightBit bool
 }
 
 // Resolve is the directory's answer for addr.
@@ -98,7 +103,8 @@ func (d *Draft) ReturnPathLen() int { return d.returnPathLen }
 // Commit makes the message durable for every recipient in one commit: local targets get a
 // mailbox entry, remote ones a queue entry. On error nothing is stored.
 func (d *Draft) Commit(ctx context.Context, env Envelope) error {
-	c := &store.Commit{Blob: d.bw, From: env.From, ReceivedAt: d.now()}
+	c := &store.Commit{Blob: d.bw, From: env.From, ReceivedAt: d.now(),
+		Ret: env.Ret, EnvID: env.EnvID, SMTPUTF8: env.SMTPUTF8, EightBit: env.EightBit}
 	seenLocal := map[int64]bool{}
 	seenRemote := map[string]bool{}
 	for _, r := range env.Recipients {
@@ -107,7 +113,7 @@ func (d *Draft) Commit(ctx context.Context, env Envelope) error {
 			case t.Remote:
 				if !seenRemote[t.Address] {
 					seenRemote[t.Address] = true
-					c.Recipients = append(c.Recipients, store.Recipient{Address: t.Address, Remote: true})
+					c.Recipients = append(c.Recipients, store.Recipient{Address: t.Address, Remote: true, Notify: r.Notify, ORCPT: r.ORCPT})
 				}
 			case t.AccountID > 0:
 				if !seenLocal[t.AccountID] {

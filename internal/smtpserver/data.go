@@ -225,7 +225,8 @@ func (sess *session) finishMessage(draft *intake.Draft, scan *contentScanner) {
 			return
 		}
 	}
-	env := intake.Envelope{From: tx.from, Recipients: tx.rcpts}
+	env := intake.Envelope{From: tx.from, Recipients: tx.rcpts, Ret: tx.ret, EnvID: tx.envID,
+		SMTPUTF8: tx.utf8, EightBit: tx.body == "8BITMIME"}
 	if err := draft.Commit(sess.ctx, env); err != nil {
 		sess.reply(sess.storageReply("commit message", err))
 		return

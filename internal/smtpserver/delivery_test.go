@@ -131,7 +131,11 @@ func TestRecipients(t *testing.T) {
 		c.CmdEnh("RCPT TO:<nobody@example.test>", 550, "5.1.1")
 		c.CmdEnh("RCPT TO:<>", 501, "5.1.3")
 		c.CmdEnh("RCPT TO:"+rcpt, 501, "5.1.3")
-		c.CmdEnh("RCPT TO:<"+rcpt+"> NOTIFY=NEVER", 555, "5.5.4")
+		c.CmdEnh("RCPT TO:<"+rcpt+"> FOO=BAR", 555, "5.5.4")
+		// DSN parameters (RFC 3461) are understood and checked.
+		c.CmdEnh("RCPT TO:<"+rcpt+"> NOTIFY=NEVER,SUCCESS", 501, "5.5.4")
+		c.CmdEnh("RCPT TO:<"+rcpt+"> ORCPT=rfc822", 501, "5.5.4")
+		c.CmdEnh("RCPT TO:<"+rcpt+"> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;user+2Bx@example.test", 250, "2.1.5")
 	})
 
 	t.Run("relay refused", func(t *testing.T) {

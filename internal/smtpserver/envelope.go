@@ -16,6 +16,8 @@ type transaction struct {
 	from    string // reverse path, "" for <>
 	utf8    bool   // SMTPUTF8 declared
 	body    string // BODY= value, "" when not given
+	ret     string // DSN RET= (RFC 3461 4.3): FULL, HDRS or ""
+	envID   string // DSN ENVID= as received (xtext)
 	rcpts   []intake.Recipient
 	bdat    *bdatState // a BDAT transfer in progress
 	usedDat bool       // DATA or BDAT already used in this transaction
@@ -54,6 +56,7 @@ func (sess *session) cmdHello(arg string, esmtp bool) {
 		"SMTPUTF8",
 		"ENHANCEDSTATUSCODES",
 		"CHUNKING",
+		"DSN",
 	}
 	if sess.srv.TLSConfig != nil && sess.tls == nil && !sess.srv.Local {
 		lines = append(lines, "STARTTLS")
@@ -119,6 +122,22 @@ func (sess *session) cmdMail(arg string) {
 				return
 			}
 			tx.utf8 = true
+		case "RET":
+			// RFC 3461 4.3
+			switch v := strings.ToUpper(p.Value); v {
+			case "FULL", "HDRS":
+				tx.ret = v
+			default:
+				sess.fail(smtp.NewReply(501, "5.5.4", "RET must be FULL or HDRS"))
+				return
+			}
+		case "ENVID":
+			// RFC 3461 4.4: xtext, at most 100 characters.
+			if len(p.Value) == 0 || len(p.Value) > 100 || !validXtext(p.Value) {
+				sess.fail(smtp.NewReply(501, "5.5.4", "bad ENVID value"))
+				return
+			}
+			tx.envID = p.Value
 		case "AUTH":
 			// RFC 4954 5: accepted; without a trusted authenticated session it is ignored.
 		default:
@@ -170,9 +189,29 @@ func (sess *session) cmdRcpt(arg string) {
 		sess.fail(asReply(err, 501, "5.5.4"))
 		return
 	}
-	if len(pa.Params) > 0 {
-		sess.fail(smtp.Replyf(555, "5.5.4", "unsupported RCPT parameter %s", pa.Params[0].Key))
-		return
+	var notify, orcpt string
+	for _, p := range pa.Params {
+		switch p.Key {
+		case "NOTIFY":
+			// RFC 3461 4.1: NEVER alone, or a list of SUCCESS, FAILURE, DELAY.
+			v := strings.ToUpper(p.Value)
+			if !validNotify(v) {
+				sess.fail(smtp.NewReply(501, "5.5.4", "NOTIFY must be NEVER or a list of SUCCESS, FAILURE, DELAY"))
+				return
+			}
+			notify = v
+		case "ORCPT":
+			// RFC 3461 4.2: addr-type ";" xtext.
+			typ, val, ok := strings.Cut(p.Value, ";")
+			if !ok || typ == "" || val == "" || len(p.Value) > 500 || !validXtext(val) {
+				sess.fail(smtp.NewReply(501, "5.5.4", "bad ORCPT value"))
+				return
+			}
+			orcpt = p.Value
+		default:
+			sess.fail(smtp.Replyf(555, "5.5.4", "unsupported RCPT parameter %s", p.Key))
+			return
+		}
 	}
 	if sess.account != nil && !sess.srv.rates.allowRecipients(sess.account.Address, len(tx.rcpts)+1) {
 		sess.log.Warn("recipient rate limit reached")
@@ -205,7 +244,8 @@ func (sess *session) cmdRcpt(arg string) {
 		return
 	}
 	if !res.Hosted && sess.mayRelay() {
-		tx.rcpts = append(tx.rcpts, intake.Recipient{Address: a.String(), Targets: []directory.Target{{Address: a.String(), Remote: true}}})
+		tx.rcpts = append(tx.rcpts, intake.Recipient{Address: a.String(), Notify: notify, ORCPT: orcpt,
+			Targets: []directory.Target{{Address: a.String(), Remote: true}}})
 		sess.reply(smtp.NewReply(250, "2.1.5", "recipient OK"))
 		return
 	}
@@ -219,7 +259,7 @@ func (sess *session) cmdRcpt(arg string) {
 		sess.fail(smtp.Replyf(550, "5.1.1", "<%s>: no mailbox here", a.String()))
 		return
 	}
-	tx.rcpts = append(tx.rcpts, intake.Recipient{Address: a.String(), Targets: res.Targets})
+	tx.rcpts = append(tx.rcpts, intake.Recipient{Address: a.String(), Notify: notify, ORCPT: orcpt, Targets: res.Targets})
 	sess.reply(smtp.NewReply(250, "2.1.5", "recipient OK"))
 }
 
@@ -279,6 +319,41 @@ func deliverable(ts []directory.Target) bool {
 	}
 	return false
 }
+
+// validNotify checks a NOTIFY value (upper-cased).
+func validNotify(v string) bool {
+	if v == "NEVER" {
+		return true
+	}
+	seen := map[string]bool{}
+	for _, k := range strings.Split(v, ",") {
+		if k != "SUCCESS" && k != "FAILURE" && k != "DELAY" || seen[k] {
+			return false
+		}
+		seen[k] = true
+	}
+	return len(seen) > 0
+}
+
+// validXtext checks RFC 3461 4 xtext: printable ASCII except "+" and "=", with "+XX" hex
+// escapes.
+func validXtext(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '+':
+			if i+2 >= len(s) || !isHexUpper(s[i+1]) || !isHexUpper(s[i+2]) {
+				return false
+			}
+			i += 2
+		case c < '!' || c > '~' || c == '=':
+			return false
+		}
+	}
+	return true
+}
+
+func isHexUpper(c byte) bool { return c >= '0' && c <= '9' || c >= 'A' && c <= 'F' }
 
 // sanitizeHelo keeps a client's EHLO argument safe to echo and to put in a header.
 func sanitizeHelo(s string) string {
