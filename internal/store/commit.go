@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -15,6 +16,11 @@ type Recipient struct {
 	Address   string // the envelope recipient as accepted (for the queue and logs)
 	AccountID int64  // >0: deliver into that account's INBOX
 	Remote    bool   // true: a queue row for relay (Address is the remote address)
+
+	// RFC 3461 RCPT parameters, kept on the queue row of a remote recipient and passed on
+	// when relaying, as received (xtext not decoded).
+	Notify string // "" (not given), "NEVER", or a comma list of SUCCESS, FAILURE, DELAY
+	ORCPT  string // "rfc822;..." or ""
 }
 
 // Commit is everything one SMTP transaction stores.
@@ -23,6 +29,12 @@ type Commit struct {
 	From       string // envelope sender, "" for the null sender
 	Recipients []Recipient
 	ReceivedAt time.Time // zero: now; also names the blob's day directory (UTC)
+
+	// Message parameters for relaying, kept on the queue rows (unused without remote
+	// recipients): RFC 3461 RET ("FULL", "HDRS" or "") and ENVID (as received, xtext), RFC 6531
+	// SMTPUTF8 and RFC 6152 BODY=8BITMIME.
+	Ret, EnvID         string
+	SMTPUTF8, EightBit bool
 }
 
 // pending is a commit on its way through the committer.
@@ -33,9 +45,13 @@ type pending struct {
 	size     int64
 	from     string
 	received time.Time
-	accounts []int64  // distinct local accounts, in recipient order
-	remotes  []string // distinct remote recipients, in recipient order
+	accounts []int64     // distinct local accounts, in recipient order
+	remotes  []Recipient // distinct remote recipients, in recipient order
 	done     chan error
+
+	// Message parameters of the queue rows (see Commit).
+	ret, envID         string
+	smtpUTF8, eightBit bool
 }
 
 // Deliver makes the one durable commit for c (see the package comment): it
@@ -110,6 +126,10 @@ func (s *Store) newPending(c *Commit) (*pending, error) {
 		from:     c.From,
 		received: c.ReceivedAt,
 		done:     make(chan error, 1),
+		ret:      c.Ret,
+		envID:    c.EnvID,
+		smtpUTF8: c.SMTPUTF8,
+		eightBit: c.EightBit,
 	}
 	if p.received.IsZero() {
 		p.received = s.now()
@@ -122,12 +142,12 @@ func (s *Store) newPending(c *Commit) (*pending, error) {
 		case r.Remote && r.AccountID != 0:
 			return nil, fmt.Errorf("recipient %q is both local and remote", r.Address)
 		case r.Remote:
-			if r.Address == "" {
-				return nil, errors.New("remote recipient without address")
+			if r.Address == "" || !strings.Contains(r.Address, "@") {
+				return nil, fmt.Errorf("remote recipient %q without a domain", r.Address)
 			}
 			if !seenRemote[r.Address] {
 				seenRemote[r.Address] = true
-				p.remotes = append(p.remotes, r.Address)
+				p.remotes = append(p.remotes, r)
 			}
 		case r.AccountID > 0:
 			if !seenAcct[r.AccountID] {
@@ -306,9 +326,10 @@ func (st txStmts) write(ctx context.Context, p *pending, now, expires int64) err
 			return fmt.Errorf("insert into INBOX of account %d: %w", acct, err)
 		}
 	}
-	for _, rcpt := range p.remotes {
-		if _, err := st.queue.ExecContext(ctx, p.id, rcpt, now, now, expires); err != nil {
-			return fmt.Errorf("queue for %s: %w", rcpt, err)
+	for _, r := range p.remotes {
+		if _, err := st.queue.ExecContext(ctx, p.id, r.Address, recipientDomain(r.Address), now, now, expires,
+			r.Notify, r.ORCPT, p.ret, p.envID, boolInt(p.smtpUTF8), boolInt(p.eightBit)); err != nil {
+			return fmt.Errorf("queue for %s: %w", r.Address, err)
 		}
 	}
 	return nil

@@ -229,7 +229,7 @@ func (s *Store) prepare(ctx context.Context) error {
 	s.stBumpInbox = prep(`UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1
 		WHERE account_id = ? AND name = 'INBOX' RETURNING id, uidnext - 1, highestmodseq`)
 	s.stInsertMbxMsg = prep(`INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, modseq, internal_date) VALUES (?, ?, ?, '', ?, ?)`)
-	s.stInsertQueue = prep(`INSERT INTO queue (message_id, rcpt, state, attempts, next_attempt, last_error, created, expires) VALUES (?, ?, 'queued', 0, ?, '', ?, ?)`)
+	s.stInsertQueue = prep(insertQueueSQL)
 	return err
 }
 

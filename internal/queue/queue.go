@@ -1,0 +1,376 @@
+// Package queue schedules the relay of committed mail to other servers (DESIGN.md "the path of
+// one message", steps 5 and 6). The queue itself lives in the store: one row per (message,
+// remote recipient), written in the same transaction as the message, so a restart or a
+// kill -9 loses nothing (see store/queue.go for the states).
+//
+// The Scheduler claims due rows in batches, in next-attempt order, through the index on
+// (state, next_attempt), and groups them by (message, destination domain): one Deliver call
+// carries every due recipient of a message at one domain. At most Concurrency deliveries run
+// at once, at most PerDestination to one domain; domains take turns. Each recipient's reply
+// decides its fate: 2xx removes the row, 4xx schedules a retry with doubling backoff, 5xx or
+// the end of the queue lifetime turns it into a bounce (an RFC 3464 report built by package
+// dsn), committed through the Committer like any other message with the null sender. A
+// message from the null sender is never bounced, so a bounce cannot loop.
+//
+// Durability: a bounce is committed before the rows it reports are deleted, so a crash in
+// between sends it twice rather than never. A delay warning is marked sent before it is
+// committed: at most once, because it is only a courtesy.
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"yubin/internal/dsn"
+	"yubin/internal/store"
+)
+
+// Store is what the scheduler needs from storage; *store.Store implements it.
+type Store interface {
+	ClaimQueue(ctx context.Context, from store.QueueState, now time.Time, limit int) ([]store.QueueEntry, error)
+	ResetQueueClaims(ctx context.Context) (int, error)
+	NextQueueAttempt(ctx context.Context) (time.Time, bool, error)
+	QueueIDsInState(ctx context.Context, state store.QueueState, ids []int64) (map[int64]bool, error)
+	UpdateQueue(ctx context.Context, ups []store.QueueUpdate) error
+	OpenMessage(ctx context.Context, id string) (store.MessageReader, int64, error)
+}
+
+// Committer commits a report (bounce or delay warning) as a new message from the null sender
+// to the address to, local or remote, and returns its message id. The app wires it to intake.
+// An error is retried (every RetryPolicy.First, until a day after the entry's expiry) unless it
+// has a Temporary method that returns false: a report nobody can receive is dropped at once.
+type Committer interface {
+	CommitBounce(ctx context.Context, to string, m *dsn.Message) (id string, err error)
+}
+
+// RetryPolicy says when to try again and when to give up. Zero durations take the defaults of
+// DefaultRetryPolicy, except DelayWarning, where 0 means no warning.
+type RetryPolicy struct {
+	First time.Duration // wait after the first temporary failure; doubles each time (5m)
+	Max   time.Duration // longest wait between attempts (1h)
+	// Lifetime is how long an entry is tried before it bounces (5 days, Postfix's
+	// maximal_queue_lifetime). The store writes an expiry on each row at commit
+	// (store.Options.QueueLifetime, set it to the same value); a shorter Lifetime here applies
+	// to rows already queued.
+	Lifetime time.Duration
+	// DelayWarning: the sender gets one "delayed" report when an entry is still queued this
+	// long after it arrived (4h in DefaultRetryPolicy; 0: never).
+	DelayWarning time.Duration
+}
+
+// DefaultRetryPolicy returns the defaults: 5m, doubling, at most 1h, for 5 days; a delay
+// warning after 4 hours.
+func DefaultRetryPolicy() RetryPolicy {
+	return RetryPolicy{First: 5 * time.Minute, Max: time.Hour, Lifetime: 5 * 24 * time.Hour, DelayWarning: 4 * time.Hour}
+}
+
+// Backoff returns the wait after the n-th consecutive temporary failure (n >= 1):
+// First, 2*First, 4*First, ... at most Max.
+func (p RetryPolicy) Backoff(n int) time.Duration {
+	d := p.First
+	for i := 1; i < n && d < p.Max; i++ {
+		d *= 2
+	}
+	return min(d, p.Max)
+}
+
+// Scheduler runs the outbound queue. Set the fields, then call Run; Wake may be called at any
+// time, before Run too.
+type Scheduler struct {
+	Store     Store
+	Deliverer Deliverer
+	Bounces   Committer
+	Logger    *slog.Logger     // nil: discard
+	Now       func() time.Time // nil: time.Now
+	Hostname  string           // this MTA's name, for reports (Reporting-MTA, MAILER-DAEMON@)
+
+	Concurrency    int           // deliveries at once; 0: 16
+	PerDestination int           // deliveries at once to one domain; 0: 4
+	Retry          RetryPolicy   // the zero value is DefaultRetryPolicy()
+	PollInterval   time.Duration // how often the store is read for entries made due by another process (yubin queue retry); 0: 2s
+	BatchSize      int           // rows claimed per query; 0: 256
+	MaxActive      int           // claimed entries held at once (delivering or waiting for a slot); 0: 10000
+	MaxReturned    int64         // largest message returned whole under RET=FULL; 0: dsn.DefaultMaxFull
+
+	once  sync.Once
+	wakec chan struct{}
+}
+
+func (s *Scheduler) init() { s.once.Do(func() { s.wakec = make(chan struct{}, 1) }) }
+
+// Wake makes a running scheduler look for due entries now rather than at its next poll. The
+// app calls it after every commit with remote recipients. It never blocks.
+func (s *Scheduler) Wake() {
+	s.init()
+	select {
+	case s.wakec <- struct{}{}:
+	default:
+	}
+}
+
+// Run schedules deliveries until ctx ends, then waits for the deliveries in flight (their
+// context is ctx, so they end soon), records what they achieved and releases the entries it
+// had claimed. It returns nil after ctx ends, or an error if it cannot start.
+func (s *Scheduler) Run(ctx context.Context) error {
+	s.init()
+	if s.Store == nil || s.Deliverer == nil || s.Bounces == nil || s.Hostname == "" {
+		return errors.New("queue: Store, Deliverer, Bounces and Hostname must be set")
+	}
+	r := s.newRunner()
+	// Claims do not outlive the process that made them: entries that were being delivered or
+	// bounced when it stopped are due again.
+	if n, err := s.Store.ResetQueueClaims(ctx); err != nil {
+		return fmt.Errorf("queue: %w", err)
+	} else if n > 0 {
+		r.log.Info("queue entries interrupted by the last shutdown are due again", "count", n)
+	}
+	r.loop(ctx)
+	if _, err := s.Store.ResetQueueClaims(context.WithoutCancel(ctx)); err != nil {
+		r.log.Error("release queue claims", "err", err)
+	}
+	return nil
+}
+
+// runner is the state of one Run. Only the loop goroutine touches the maps and counters;
+// deliveries run in their own goroutines and report back on done.
+type runner struct {
+	s   *Scheduler
+	log *slog.Logger
+	now func() time.Time
+
+	concurrency, perDest, batch, maxActive int
+	poll                                   time.Duration
+	retry                                  RetryPolicy
+
+	waiting map[groupKey]*group // claimed, not yet dispatched
+	domains map[string]*domainQueue
+	ring    []string // domains with waiting groups, in turn order
+	turn    int
+	running int
+	held    int  // claimed entries in memory: waiting + running
+	full    bool // the last fill stopped at maxActive: there may be more due
+	done    chan *group
+}
+
+type groupKey struct{ msg, domain string }
+
+// group is the due recipients of one message at one domain: one Deliver call.
+type group struct {
+	key     groupKey
+	entries []store.QueueEntry
+}
+
+type domainQueue struct {
+	groups  []*group
+	running int
+}
+
+func (s *Scheduler) newRunner() *runner {
+	r := &runner{
+		s:           s,
+		log:         s.Logger,
+		now:         s.Now,
+		concurrency: orInt(s.Concurrency, 16),
+		perDest:     orInt(s.PerDestination, 4),
+		batch:       orInt(s.BatchSize, 256),
+		maxActive:   orInt(s.MaxActive, 10000),
+		poll:        s.PollInterval,
+		retry:       s.Retry,
+		waiting:     map[groupKey]*group{},
+		domains:     map[string]*domainQueue{},
+	}
+	if r.log == nil {
+		r.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	if r.poll <= 0 {
+		r.poll = 2 * time.Second
+	}
+	def := DefaultRetryPolicy()
+	if r.retry == (RetryPolicy{}) {
+		r.retry = def
+	}
+	if r.retry.First <= 0 {
+		r.retry.First = def.First
+	}
+	if r.retry.Max <= 0 {
+		r.retry.Max = def.Max
+	}
+	if r.retry.Lifetime <= 0 {
+		r.retry.Lifetime = def.Lifetime
+	}
+	r.done = make(chan *group, r.concurrency)
+	return r
+}
+
+func orInt(v, def int) int {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+func (r *runner) loop(ctx context.Context) {
+	// Go >= 1.23 timers: Reset discards a pending tick, so no draining is needed.
+	timer := time.NewTimer(r.poll)
+	defer timer.Stop()
+	refill := true
+	for ctx.Err() == nil {
+		ok := true
+		if refill {
+			ok = r.fill(ctx)
+		}
+		r.dispatch(ctx)
+		timer.Reset(r.wait(ctx, ok))
+		refill = false
+		select {
+		case <-ctx.Done():
+		case <-r.s.wakec:
+			refill = true
+		case <-timer.C:
+			refill = true
+		case g := <-r.done:
+			r.finished(g)
+			refill = r.full
+		}
+	}
+	for r.running > 0 {
+		r.finished(<-r.done)
+	}
+}
+
+// fill claims due entries: failed ones, whose bounce is owed, are bounced at once; queued
+// ones are grouped for delivery, up to maxActive in memory. It reports false on a store error.
+func (r *runner) fill(ctx context.Context) bool {
+	now := r.now()
+	for {
+		es, err := r.s.Store.ClaimQueue(ctx, store.QueueFailed, now, r.batch)
+		if err != nil {
+			r.log.Error("claim failed queue entries", "err", err)
+			return false
+		}
+		if len(es) > 0 {
+			r.bounce(ctx, es)
+		}
+		if len(es) < r.batch {
+			break
+		}
+	}
+	r.full = false
+	for r.held < r.maxActive {
+		limit := min(r.batch, r.maxActive-r.held)
+		es, err := r.s.Store.ClaimQueue(ctx, store.QueueQueued, now, limit)
+		if err != nil {
+			r.log.Error("claim due queue entries", "err", err)
+			return false
+		}
+		for _, e := range es {
+			r.add(e)
+		}
+		r.held += len(es)
+		if len(es) < limit {
+			return true
+		}
+	}
+	r.full = true
+	return true
+}
+
+// add puts a claimed entry into the waiting group of its message and domain.
+func (r *runner) add(e store.QueueEntry) {
+	k := groupKey{e.MessageID, e.Domain}
+	if g := r.waiting[k]; g != nil {
+		g.entries = append(g.entries, e)
+		return
+	}
+	g := &group{key: k, entries: []store.QueueEntry{e}}
+	r.waiting[k] = g
+	dq := r.domains[k.domain]
+	if dq == nil {
+		dq = &domainQueue{}
+		r.domains[k.domain] = dq
+	}
+	if len(dq.groups) == 0 {
+		r.ring = append(r.ring, k.domain)
+	}
+	dq.groups = append(dq.groups, g)
+}
+
+// dispatch starts waiting deliveries while there are free slots, taking domains in turn.
+func (r *runner) dispatch(ctx context.Context) {
+	for r.running < r.concurrency {
+		g := r.pick()
+		if g == nil {
+			return
+		}
+		r.running++
+		r.domains[g.key.domain].running++
+		go func() {
+			r.s.attempt(ctx, r, g)
+			r.done <- g
+		}()
+	}
+}
+
+// pick takes the next group of the first domain, from the current turn on, that has a free
+// slot.
+func (r *runner) pick() *group {
+	for i := range r.ring {
+		idx := (r.turn + i) % len(r.ring)
+		d := r.ring[idx]
+		dq := r.domains[d]
+		if dq.running >= r.perDest {
+			continue
+		}
+		g := dq.groups[0]
+		dq.groups[0] = nil
+		dq.groups = dq.groups[1:]
+		delete(r.waiting, g.key)
+		if len(dq.groups) == 0 {
+			r.ring = append(r.ring[:idx], r.ring[idx+1:]...)
+			r.turn = idx
+		} else {
+			r.turn = idx + 1
+		}
+		if len(r.ring) > 0 {
+			r.turn %= len(r.ring)
+		} else {
+			r.turn = 0
+		}
+		return g
+	}
+	return nil
+}
+
+func (r *runner) finished(g *group) {
+	r.running--
+	r.held -= len(g.entries)
+	dq := r.domains[g.key.domain]
+	dq.running--
+	if dq.running == 0 && len(dq.groups) == 0 {
+		delete(r.domains, g.key.domain)
+	}
+}
+
+// wait returns how long to sleep: until the next entry is due, at most the poll interval.
+func (r *runner) wait(ctx context.Context, ok bool) time.Duration {
+	if !ok || r.held >= r.maxActive {
+		return r.poll // a store error, or full: a finished delivery wakes the loop
+	}
+	next, found, err := r.s.Store.NextQueueAttempt(ctx)
+	if err != nil {
+		r.log.Error("next queue attempt", "err", err)
+		return r.poll
+	}
+	if !found {
+		return r.poll
+	}
+	return min(max(next.Sub(r.now()), 0), r.poll)
+}
