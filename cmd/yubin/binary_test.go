@@ -100,6 +100,9 @@ shutdown_timeout = "10s"
 listen = [%q]
 max_connections_per_ip = 100
 
+[relay]
+dns_servers = ["127.0.0.1:1"]  # loopback only: nothing answers, lookups fail at once
+
 [submission]
 listen = [%q]
 listen_tls = [%q]

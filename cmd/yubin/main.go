@@ -34,6 +34,7 @@ Usage:
   yubin sendmail [-t] [-i] [-f sender] [-F name] [recipient...] < message
                                           hand a message to the running server (install
                                           as /usr/sbin/sendmail: ln -s $(which yubin) ...)
+  yubin queue list | show ID | retry ID|all | remove ID | bounce ID
   yubin dkim keygen DOMAIN [--algo ed25519|rsa] [--selector NAME]
                                           create a signing key, print its DNS record
   yubin dkim list [DOMAIN] | remove DOMAIN SELECTOR
@@ -78,6 +79,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdAlias(ctx, rest, stdout)
 	case "mail":
 		err = cmdMail(ctx, rest, stdout)
+	case "queue":
+		err = cmdQueue(ctx, rest, stdout)
 	case "dkim":
 		err = cmdDKIM(ctx, rest, stdout)
 	case "sendmail":

@@ -19,6 +19,8 @@ import (
 	"yubin/internal/config"
 	"yubin/internal/directory"
 	"yubin/internal/intake"
+	"yubin/internal/outbound"
+	"yubin/internal/queue"
 	"yubin/internal/smtpserver"
 	"yubin/internal/store"
 	"yubin/internal/tlsutil"
@@ -33,6 +35,10 @@ type App struct {
 	Intake *intake.Intake
 	tlsCfg *tls.Config
 
+	outbound  *outbound.Client
+	queue     *queue.Scheduler
+	queueStop context.CancelFunc
+	queueDone chan error
 	services  []*service
 	listeners []listener
 	wg        sync.WaitGroup
@@ -49,7 +55,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	st, err := store.Open(ctx, cfg.DataDir, store.Options{Logger: log})
+	st, err := store.Open(ctx, cfg.DataDir, store.Options{Logger: log, QueueLifetime: cfg.Relay.Lifetime.D()})
 	if err != nil {
 		return nil, err
 	}
@@ -61,6 +67,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	}
 	a.Dir = &directory.Directory{Backend: DirectoryBackend{st}, DetailSep: cfg.SMTP.SubaddressSeparator}
 	a.Intake = &intake.Intake{Store: st, Directory: a.Dir, Logger: log, DKIM: st}
+	a.outbound, a.queue = newRelay(cfg, st, a.Intake, a.Dir, log)
+	a.Intake.Queued = a.queue.Wake
 	certFile, keyFile := cfg.TLS.CertFile, cfg.TLS.KeyFile
 	if certFile == "" {
 		certFile, keyFile, err = tlsutil.EnsureSelfSigned(filepath.Join(cfg.DataDir, "tls"), cfg.Hostname)
@@ -163,6 +171,9 @@ func (a *App) Start() error {
 			a.listeners = append(a.listeners, listener{svc, l})
 		}
 	}
+	qctx, cancel := context.WithCancel(context.Background())
+	a.queueStop, a.queueDone = cancel, make(chan error, 1)
+	go func() { a.queueDone <- a.queue.Run(qctx) }()
 	for _, l := range a.listeners {
 		a.log.Info("listening", "service", l.svc.name, "addr", l.l.Addr().String())
 		a.wg.Add(1)
@@ -249,6 +260,16 @@ func (a *App) Shutdown(ctx context.Context) error {
 			os.Remove(l.svc.addrs[0])
 		}
 	}
+	// The queue stops after the listeners: a delivery in flight finishes and records its
+	// result (or is released for the next start) before the store closes.
+	if a.queueStop != nil {
+		a.queueStop()
+		if qerr := <-a.queueDone; qerr != nil {
+			err = errors.Join(err, qerr)
+		}
+		a.queueStop = nil
+	}
+	a.outbound.Close()
 	return errors.Join(err, a.Store.Close())
 }
 

@@ -32,6 +32,51 @@ type Config struct {
 	SMTP       SMTP       `toml:"smtp"`
 	Submission Submission `toml:"submission"`
 	Auth       Auth       `toml:"auth"`
+	Relay      Relay      `toml:"relay"`
+}
+
+// Relay configures delivery to other mail servers: the queue and the SMTP client.
+type Relay struct {
+	// DNSServers for MX, A/AAAA, TXT (MTA-STS) lookups, "host:port". Default [] (the
+	// system's /etc/resolv.conf).
+	DNSServers []string `toml:"dns_servers"`
+	// Port of the MX hosts. Default 25; tests point it elsewhere.
+	Port int `toml:"port"`
+	// Concurrency is how many deliveries run at once. Default 16.
+	Concurrency int `toml:"concurrency"`
+	// PerDestination is how many deliveries run at once to one domain. Default 4.
+	PerDestination int `toml:"per_destination"`
+	// RetryFirst is the wait after the first temporary failure; it doubles up to RetryMax.
+	// Defaults "5m" and "1h".
+	RetryFirst Duration `toml:"retry_first"`
+	RetryMax   Duration `toml:"retry_max"`
+	// Lifetime: after this long in the queue a message bounces. Default "120h" (5 days).
+	Lifetime Duration `toml:"lifetime"`
+	// DelayWarning: the sender is told once when a message has waited this long; "0s" turns
+	// it off. Default "4h".
+	DelayWarning Duration `toml:"delay_warning"`
+	// MTASTS fetches and obeys MTA-STS policies (RFC 8461). Default true.
+	MTASTS bool `toml:"mta_sts"`
+	// ConnectionReuse keeps a connection open this long for the next message to the same
+	// host. Default "5s"; "0s" closes it at once.
+	ConnectionReuse Duration `toml:"connection_reuse"`
+	// Routes sends a domain, or "*" for every domain, to a fixed host instead of its MX
+	// (a smarthost), for example:
+	//   [relay.routes."*"]
+	//   host = "smtp.provider.example:587"
+	//   username = "me@provider.example"
+	//   password = "..."
+	//   tls = "starttls"            # starttls (required), implicit, opportunistic, none
+	Routes map[string]Route `toml:"routes"`
+}
+
+// Route is one static route.
+type Route struct {
+	Host               string `toml:"host"`
+	Username           string `toml:"username"`
+	Password           string `toml:"password"`
+	TLS                string `toml:"tls"`
+	InsecureSkipVerify bool   `toml:"insecure_skip_verify"`
 }
 
 // Submission configures the listeners mail clients send through (RFC 6409, RFC 8314) and
@@ -143,6 +188,17 @@ func Default() Config {
 			ListenTLS:            []string{":465"},
 			MaxMessagesPerHour:   500,
 			MaxRecipientsPerHour: 2000,
+		},
+		Relay: Relay{
+			Port:            25,
+			Concurrency:     16,
+			PerDestination:  4,
+			RetryFirst:      Duration(5 * time.Minute),
+			RetryMax:        Duration(time.Hour),
+			Lifetime:        Duration(5 * 24 * time.Hour),
+			DelayWarning:    Duration(4 * time.Hour),
+			MTASTS:          true,
+			ConnectionReuse: Duration(5 * time.Second),
 		},
 		Auth: Auth{
 			SlowAfter:    3,
@@ -310,6 +366,47 @@ func (c *Config) Validate() error {
 	}
 	if au.Cooldown < Duration(time.Second) {
 		bad("auth.cooldown", "must be at least 1s")
+	}
+	rl := &c.Relay
+	for i, a := range rl.DNSServers {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			bad(fmt.Sprintf("relay.dns_servers[%d]", i), "%v (want host:port)", err)
+		}
+	}
+	if rl.Port < 1 || rl.Port > 65535 {
+		bad("relay.port", "must be a port number")
+	}
+	if rl.Concurrency < 1 {
+		bad("relay.concurrency", "must be at least 1")
+	}
+	if rl.PerDestination < 1 {
+		bad("relay.per_destination", "must be at least 1")
+	}
+	if rl.RetryFirst < Duration(time.Second) {
+		bad("relay.retry_first", "must be at least 1s")
+	}
+	if rl.RetryMax < rl.RetryFirst {
+		bad("relay.retry_max", "must not be shorter than retry_first")
+	}
+	if rl.Lifetime < rl.RetryFirst {
+		bad("relay.lifetime", "must not be shorter than retry_first")
+	}
+	if rl.DelayWarning < 0 || rl.ConnectionReuse < 0 {
+		bad("relay", "delay_warning and connection_reuse must not be negative")
+	}
+	for dom, r := range rl.Routes {
+		key := fmt.Sprintf("relay.routes.%q", dom)
+		if r.Host == "" {
+			bad(key+".host", "must be set")
+		}
+		switch r.TLS {
+		case "", "starttls", "implicit", "opportunistic", "none":
+		default:
+			bad(key+".tls", "%q is not one of starttls, implicit, opportunistic, none", r.TLS)
+		}
+		if r.Username != "" && r.TLS == "none" {
+			bad(key, "a password is never sent without TLS: set tls")
+		}
 	}
 	if len(s.SubaddressSeparator) > 1 || strings.ContainsAny(s.SubaddressSeparator, "@\" .") {
 		bad("smtp.subaddress_separator", "must be one character other than @, quote, space and dot, or empty")

@@ -37,6 +37,9 @@ type Intake struct {
 	Now       func() time.Time
 	// DKIM gives the signing keys for submitted mail; nil disables signing.
 	DKIM KeySource
+	// Queued, when set, is called after a commit that queued remote recipients, so the
+	// queue attempts them at once instead of at its next poll.
+	Queued func()
 
 	keys keyCache
 }
@@ -132,6 +135,9 @@ func (d *Draft) Commit(ctx context.Context, env Envelope) error {
 		return fmt.Errorf("commit %s: %w", d.ID(), err)
 	}
 	d.done = true
+	if len(seenRemote) > 0 && d.in.Queued != nil {
+		d.in.Queued()
+	}
 	return nil
 }
 

@@ -22,6 +22,7 @@ import (
 	"yubin/internal/config"
 	"yubin/internal/directory"
 	"yubin/internal/smtp"
+	"yubin/internal/testenv/fakedns"
 )
 
 // Yubin is an in-process server started by a test; it stops when the test ends.
@@ -32,6 +33,9 @@ type Yubin struct {
 	Addr string // the MX listener, host:port
 	// SubmissionAddr (STARTTLS, like 587) and SubmissionsAddr (implicit TLS, like 465).
 	SubmissionAddr, SubmissionsAddr string
+	// DNS is the fake DNS server yubin resolves through (MX, A, TXT records for relay tests),
+	// unless the test configured its own servers.
+	DNS *fakedns.Server
 }
 
 // Config returns a configuration for tests: loopback, a port chosen by the kernel, a data
@@ -50,6 +54,9 @@ func Config(t testing.TB) config.Config {
 	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
 	cfg.Submission.Socket = filepath.Join(sockDir, "submit.sock")
+	// Never the machine's resolver: tests stay on loopback. StartConfig points this at a
+	// fake DNS server of the test's own.
+	cfg.Relay.DNSServers = []string{"127.0.0.1:1"}
 	cfg.ShutdownTimeout = config.Duration(5 * time.Second)
 	return cfg
 }
@@ -69,6 +76,14 @@ func Start(t testing.TB, opts ...func(*config.Config)) *Yubin {
 func StartConfig(t testing.TB, cfg config.Config) *Yubin {
 	t.Helper()
 	ctx := context.Background()
+	var dnsServer *fakedns.Server
+	if len(cfg.Relay.DNSServers) == 1 && cfg.Relay.DNSServers[0] == "127.0.0.1:1" {
+		dnsServer = fakedns.Start(t)
+		// Domains a test did not set up are unreachable (SERVFAIL): their mail waits in the
+		// queue, where tests can see it, instead of bouncing at once.
+		dnsServer.SetUnknownServFail(true)
+		cfg.Relay.DNSServers = []string{dnsServer.Addr()}
+	}
 	log := slog.New(slog.DiscardHandler)
 	if os.Getenv("YUBIN_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -81,7 +96,7 @@ func StartConfig(t testing.TB, cfg config.Config) *Yubin {
 		t.Fatal(err)
 	}
 	addrs := a.Addrs()
-	y := &Yubin{T: t, App: a, Cfg: cfg, Addr: addrs["smtp"][0].String()}
+	y := &Yubin{T: t, App: a, Cfg: cfg, Addr: addrs["smtp"][0].String(), DNS: dnsServer}
 	if l := addrs["submission"]; len(l) > 0 {
 		y.SubmissionAddr = l[0].String()
 	}

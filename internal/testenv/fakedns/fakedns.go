@@ -37,6 +37,17 @@ type Server struct {
 	records  map[string][]mdns.RR // by lower-cased FQDN
 	servfail map[string]bool
 	queries  map[string]int // "name TYPE" -> count
+	// unknownFails: names that do not exist answer SERVFAIL instead of NXDOMAIN.
+	unknownFails bool
+}
+
+// SetUnknownServFail makes names without records answer SERVFAIL (a DNS outage) instead of
+// NXDOMAIN, so that mail to domains a test did not set up waits in the queue instead of
+// bouncing.
+func (s *Server) SetUnknownServFail(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.unknownFails = on
 }
 
 // Start runs a server on 127.0.0.1 (UDP and TCP, one port chosen by the
@@ -198,6 +209,8 @@ func (s *Server) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
 	s.queries[k+" "+mdns.TypeToString[q.Qtype]]++
 	switch {
 	case s.servfail[k]:
+		m.Rcode = mdns.RcodeServerFailure
+	case !s.existsLocked(k) && s.unknownFails:
 		m.Rcode = mdns.RcodeServerFailure
 	case !s.existsLocked(k):
 		m.Rcode = mdns.RcodeNameError
