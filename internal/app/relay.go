@@ -118,4 +118,3 @@ func (b *bounceCommitter) CommitBounce(ctx context.Context, to string, m *dsn.Me
 	}
 	return d.ID(), nil
 }
-

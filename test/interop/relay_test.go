@@ -55,7 +55,7 @@ func TestRelayBetweenYubins(t *testing.T) {
 	c.CmdEnh("AUTH PLAIN AHVzZXJAZXhhbXBsZS50ZXN0AHBhc3N3b3JkMTIz", 235, "2.7.0") // user@example.test / password123
 	// With its own Date and Message-ID, the submission adds no header to the content.
 	content := append([]byte("Date: Fri, 27 Nov 2026 10:00:00 +0000\r\n"), message("relayed", dotBody...)...)
-	if r := c.Send("user@example.test", []string{"bob@remote.test"}, string(bytes.ReplaceAll(content, []byte("\r\n."), []byte("\r\n.."))) + ".\r\n"); r.Code != 250 {
+	if r := c.Send("user@example.test", []string{"bob@remote.test"}, string(bytes.ReplaceAll(content, []byte("\r\n."), []byte("\r\n..")))+".\r\n"); r.Code != 250 {
 		t.Fatalf("submission: %s", r.Error())
 	}
 	waitFor(t, "delivery at the destination", func() bool { return len(dest.Messages("bob@remote.test", "INBOX")) == 1 })
