@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages used by tests: swaks and python3 (smtplib) as SMTP clients.
-pkgs=(swaks python3 openssl)
+# Debian packages used by tests: SMTP clients (swaks, msmtp, Python's smtplib), openssl for
+# TLS version checks, Postfix as a peer MTA, python3-dkim (with dnspython, nacl for Ed25519)
+# as an independent DKIM verifier.
+pkgs=(swaks python3 openssl msmtp postfix python3-dkim python3-dnspython python3-nacl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -14,6 +16,9 @@ done
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ]; then
     echo "installing: ${missing[*]}"
+    # Postfix is a test peer only: "No configuration" keeps the package from setting up a
+    # system MTA on port 25 (tests run their own loopback instances).
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     apt-get update -q >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${missing[@]}" >/dev/null
   else

@@ -111,6 +111,11 @@ func cmdSendmail(args []string, stdin io.Reader, stderr io.Writer) int {
 	if err != nil {
 		return fail(exUnavailable, "%v", err)
 	}
+	if o.sender == "" {
+		// Like Postfix's sendmail: the envelope sender is the local user, never <> (mail
+		// from cron would look like a bounce, and could not be bounced itself).
+		o.sender = localSender(cfg)
+	}
 	raw, err := readSendmailInput(stdin, o.ignoreDots)
 	if err != nil {
 		return fail(exDataErr, "reading the message: %v", err)
@@ -235,9 +240,6 @@ func prepareMessage(raw []byte, o sendmailOpts, cfg config.Config) ([]byte, []st
 		return nil, nil, err
 	}
 	sender := o.sender
-	if sender == "" {
-		sender = localSender(cfg)
-	}
 	var out bytes.Buffer
 	if !hasFrom {
 		from := (&mail.Address{Name: o.fullName, Address: sender}).String()
@@ -325,6 +327,9 @@ func submitLocal(sock, sender string, rcpts []string, msg []byte) (int, error) {
 		return exTempFail, err
 	}
 	if err := dw.Close(); err != nil {
+		return exTempFail, err
+	}
+	if err := bw.Flush(); err != nil {
 		return exTempFail, err
 	}
 	if err := step("", 250); err != nil {

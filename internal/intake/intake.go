@@ -20,7 +20,7 @@ import (
 
 // Store is what intake needs from storage.
 type Store interface {
-	NewBlob() (*store.BlobWriter, error)
+	NewBufferedBlob() (*store.BlobWriter, error)
 	Deliver(ctx context.Context, c *store.Commit) error
 }
 
@@ -77,7 +77,7 @@ type Draft struct {
 
 // Begin starts a message from the envelope sender from.
 func (in *Intake) Begin(ctx context.Context, from string) (*Draft, error) {
-	bw, err := in.Store.NewBlob()
+	bw, err := in.Store.NewBufferedBlob()
 	if err != nil {
 		return nil, fmt.Errorf("new blob: %w", err)
 	}

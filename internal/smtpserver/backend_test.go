@@ -24,11 +24,11 @@ type failingStore struct {
 	deliverErr error
 }
 
-func (f *failingStore) NewBlob() (*store.BlobWriter, error) {
+func (f *failingStore) NewBufferedBlob() (*store.BlobWriter, error) {
 	if f.newBlobErr != nil {
 		return nil, f.newBlobErr
 	}
-	return f.Store.NewBlob()
+	return f.Store.NewBufferedBlob()
 }
 
 func (f *failingStore) Deliver(ctx context.Context, c *store.Commit) error {

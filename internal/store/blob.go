@@ -1,6 +1,8 @@
 package store
 
 import (
+	"bytes"
+	"slices"
 	"bufio"
 	"context"
 	"crypto/rand"
@@ -25,7 +27,18 @@ type BlobWriter struct {
 	w    *bufio.Writer
 	size int64
 	done bool // closed: delivered, failed or aborted
+
+	// A buffered blob (NewBufferedBlob) keeps up to InlineMax bytes in mem and has no file
+	// until it grows past that. Deliver stores a message that stayed small inside the
+	// database (messages.data): no file to create, fsync, rename and fsync the directory of,
+	// so a whole batch of commits costs one WAL fsync.
+	buffered bool
+	mem      []byte
 }
+
+// InlineMax is the largest message a buffered blob keeps in memory and Deliver stores inside
+// the database. Larger messages become files.
+const InlineMax = 128 << 10
 
 const blobBufferSize = 64 << 10
 
@@ -47,6 +60,32 @@ func (s *Store) NewBlob() (*BlobWriter, error) {
 	return nil, errors.New("new blob: could not draw an unused message id")
 }
 
+// NewBufferedBlob is NewBlob for the SMTP path: the message stays in memory while it is small
+// (see InlineMax) and is then stored inside the database; a larger one spills to a temp file.
+// Only Deliver may commit a buffered blob.
+func (s *Store) NewBufferedBlob() (*BlobWriter, error) {
+	id := s.ids.next(s.now())
+	s.setLive(id, true)
+	return &BlobWriter{s: s, id: id, tmp: filepath.Join(s.dir, tmpDirName, id), buffered: true}, nil
+}
+
+// spill moves a buffered blob's bytes into its temp file.
+func (b *BlobWriter) spill() error {
+	f, err := os.OpenFile(b.tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("new blob %s: %w", b.id, classify(err))
+	}
+	b.f, b.w = f, bufio.NewWriterSize(f, blobBufferSize)
+	if _, err := b.w.Write(b.mem); err != nil {
+		return fmt.Errorf("write blob %s: %w", b.id, classify(err))
+	}
+	b.mem = nil
+	return nil
+}
+
+// inline reports whether the blob's bytes are all in memory.
+func (b *BlobWriter) inline() bool { return b.buffered && b.f == nil }
+
 // ID returns the message id: 16 characters of lower-case base32hex, sortable
 // by creation time.
 func (b *BlobWriter) ID() string { return b.id }
@@ -57,6 +96,16 @@ func (b *BlobWriter) Size() int64 { return b.size }
 // Write appends p to the message. An error caused by a full disk satisfies
 // errors.Is(err, ErrStorageFull).
 func (b *BlobWriter) Write(p []byte) (int, error) {
+	if b.inline() && !b.done {
+		if len(b.mem)+len(p) <= InlineMax {
+			b.mem = append(b.mem, p...)
+			b.size += int64(len(p))
+			return len(p), nil
+		}
+		if err := b.spill(); err != nil {
+			return 0, err
+		}
+	}
 	if b.done {
 		return 0, fmt.Errorf("write blob %s: %w", b.id, os.ErrClosed)
 	}
@@ -73,6 +122,9 @@ func (b *BlobWriter) Write(p []byte) (int, error) {
 func (b *BlobWriter) ReadBack(offset int64) (io.ReadCloser, error) {
 	if b.done {
 		return nil, fmt.Errorf("read back %s: blob already closed", b.id)
+	}
+	if b.inline() {
+		return io.NopCloser(bytes.NewReader(b.mem[min(offset, int64(len(b.mem))):])), nil
 	}
 	if err := b.w.Flush(); err != nil {
 		return nil, fmt.Errorf("read back %s: %w", b.id, classify(err))
@@ -94,6 +146,14 @@ func (b *BlobWriter) ReadBack(offset int64) (io.ReadCloser, error) {
 func (b *BlobWriter) Insert(offset int64, p []byte) error {
 	if b.done {
 		return fmt.Errorf("insert into %s: blob already closed", b.id)
+	}
+	if b.inline() {
+		b.mem = slices.Insert(b.mem, int(min(offset, int64(len(b.mem)))), p...)
+		b.size += int64(len(p))
+		if len(b.mem) > InlineMax {
+			return b.spill()
+		}
+		return nil
 	}
 	if err := b.w.Flush(); err != nil {
 		return fmt.Errorf("insert into %s: %w", b.id, classify(err))
@@ -143,6 +203,10 @@ func (b *BlobWriter) Abort() error {
 	}
 	b.done = true
 	defer b.s.setLive(b.id, false)
+	if b.inline() {
+		b.mem = nil
+		return nil
+	}
 	b.f.Close()
 	if err := os.Remove(b.tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("abort blob %s: %w", b.id, err)
@@ -155,6 +219,10 @@ func (b *BlobWriter) Abort() error {
 // (slash separated, as stored in messages.blob_path). On error the temp file
 // is removed.
 func (b *BlobWriter) finish(day string) (string, error) {
+	if b.inline() {
+		b.done = true
+		return "", nil // Deliver stores b.mem in the database
+	}
 	b.done = true
 	fail := func(op string, err error) (string, error) {
 		b.f.Close()
@@ -187,8 +255,8 @@ func (b *BlobWriter) finish(day string) (string, error) {
 
 func dayOf(t time.Time) string { return t.UTC().Format("20060102") }
 
-// MessageReader reads a stored message. Today it is the blob file; callers must not assume
-// that (small messages may later live inside the database, see the performance issue).
+// MessageReader reads a stored message: its blob file, or the bytes of a small message stored
+// inside the database. Callers must not assume either.
 type MessageReader interface {
 	io.Reader
 	io.ReaderAt
@@ -200,12 +268,16 @@ type MessageReader interface {
 // size. The caller closes the reader.
 func (s *Store) OpenMessage(ctx context.Context, messageID string) (MessageReader, int64, error) {
 	var rel string
-	err := s.r.QueryRowContext(ctx, `SELECT blob_path FROM messages WHERE id = ?`, messageID).Scan(&rel)
+	var data []byte
+	err := s.r.QueryRowContext(ctx, `SELECT blob_path, data FROM messages WHERE id = ?`, messageID).Scan(&rel, &data)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, 0, fmt.Errorf("open message %s: %w", messageID, ErrNotFound)
 	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("open message %s: %w", messageID, err)
+	}
+	if rel == "" {
+		return memReader{bytes.NewReader(data)}, int64(len(data)), nil
 	}
 	f, err := os.Open(filepath.Join(s.dir, filepath.FromSlash(rel)))
 	if err != nil {
@@ -293,3 +365,8 @@ func randomBits() uint64 {
 	rand.Read(b[:]) // never returns an error (Go >= 1.24)
 	return binary.BigEndian.Uint64(b[:]) & (1<<(idRandBits-1) - 1)
 }
+
+// memReader is a MessageReader over bytes held in memory.
+type memReader struct{ *bytes.Reader }
+
+func (memReader) Close() error { return nil }

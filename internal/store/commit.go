@@ -40,7 +40,8 @@ type Commit struct {
 // pending is a commit on its way through the committer.
 type pending struct {
 	id       string
-	rel      string // blob path relative to the store directory
+	rel      string // blob path relative to the store directory; "" when data holds the message
+	data     []byte // a small message stored inside the database (see InlineMax)
 	day      string
 	size     int64
 	from     string
@@ -103,6 +104,9 @@ func (s *Store) Deliver(ctx context.Context, c *Commit) error {
 	if p.rel, err = b.finish(p.day); err != nil {
 		return fmt.Errorf("deliver: %w", err)
 	}
+	if p.rel == "" {
+		p.data = b.mem
+	}
 	select {
 	case s.commitc <- p:
 	case <-ctx.Done():
@@ -164,6 +168,9 @@ func (s *Store) newPending(c *Commit) (*pending, error) {
 // removeBlob removes a blob file whose commit failed. A failure is only
 // logged: CleanupOrphans removes what is left.
 func (s *Store) removeBlob(rel string) {
+	if rel == "" {
+		return // stored inside the database: nothing on disk
+	}
 	if err := os.Remove(filepath.Join(s.dir, filepath.FromSlash(rel))); err != nil && !errors.Is(err, os.ErrNotExist) {
 		s.log.Warn("remove blob of failed commit", "path", rel, "err", err)
 	}
@@ -244,7 +251,7 @@ func (s *Store) commitBatch(batch []*pending) {
 func (s *Store) syncDirs(batch []*pending) error {
 	seen := map[string]bool{}
 	for _, p := range batch {
-		if seen[p.day] {
+		if p.rel == "" || seen[p.day] {
 			continue
 		}
 		seen[p.day] = true
@@ -310,7 +317,7 @@ type txStmts struct{ msg, bump, mbx, queue *sql.Stmt }
 // recipient a queue row due now.
 func (st txStmts) write(ctx context.Context, p *pending, now, expires int64) error {
 	received := unix(p.received)
-	if _, err := st.msg.ExecContext(ctx, p.id, p.rel, p.size, received, p.from); err != nil {
+	if _, err := st.msg.ExecContext(ctx, p.id, p.rel, p.size, received, p.from, p.data); err != nil {
 		return fmt.Errorf("insert message: %w", err)
 	}
 	for _, acct := range p.accounts {

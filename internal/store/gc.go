@@ -56,6 +56,9 @@ func (s *Store) DeleteUnreferenced(ctx context.Context) (int, error) {
 			return total, fmt.Errorf("delete unreferenced messages: %w", err)
 		}
 		for _, p := range paths {
+			if p == "" {
+				continue // stored inside the database
+			}
 			if err := os.Remove(filepath.Join(s.dir, filepath.FromSlash(p))); err != nil && !errors.Is(err, os.ErrNotExist) {
 				s.log.Warn("remove blob of deleted message", "path", p, "err", err)
 			}

@@ -343,8 +343,9 @@ func updateQueueEntry(ctx context.Context, tx *sql.Tx, u QueueUpdate) error {
 }
 
 // deleteIfUnreferenced deletes the messages row of id when no mailbox entry and no queue row
-// references it and returns its blob path ("" when it was kept or did not exist). Both checks
-// are index lookups (mailbox_messages_message, queue_message).
+// references it and returns its blob path ("" when it was kept or did not exist; inlineMark
+// when it was deleted and its bytes lived in the row). Both checks are index lookups
+// (mailbox_messages_message, queue_message).
 func deleteIfUnreferenced(ctx context.Context, tx *sql.Tx, id string) (string, error) {
 	var p string
 	err := tx.QueryRowContext(ctx, `DELETE FROM messages WHERE id = ?
@@ -357,8 +358,14 @@ func deleteIfUnreferenced(ctx context.Context, tx *sql.Tx, id string) (string, e
 	if err != nil {
 		return "", fmt.Errorf("delete message %s: %w", id, err)
 	}
+	if p == "" {
+		return inlineMark, nil
+	}
 	return p, nil
 }
+
+// inlineMark stands for "deleted, no file": the message was stored inside the database.
+const inlineMark = "\x00inline"
 
 // DeleteMessageIfUnreferenced removes one message (row, then file) when no mailbox entry and
 // no queue row references it, and reports whether it did. Unlike DeleteUnreferenced its cost
@@ -381,7 +388,7 @@ func (s *Store) DeleteMessageIfUnreferenced(ctx context.Context, id string) (boo
 // gone, so CleanupOrphans removes the file later.
 func (s *Store) removeFiles(paths []string) {
 	for _, p := range paths {
-		if p == "" {
+		if p == "" || p == inlineMark {
 			continue
 		}
 		if err := os.Remove(filepath.Join(s.dir, filepath.FromSlash(p))); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -59,10 +59,11 @@ CREATE TABLE mailboxes (
 );
 CREATE TABLE messages (
 	id          TEXT PRIMARY KEY,
-	blob_path   TEXT NOT NULL,
+	blob_path   TEXT NOT NULL, -- '' when data holds the message (small messages, see InlineMax)
 	size        INTEGER NOT NULL,
 	received_at INTEGER NOT NULL,
-	env_from    TEXT NOT NULL
+	env_from    TEXT NOT NULL,
+	data        BLOB
 );
 CREATE TABLE mailbox_messages (
 	mailbox_id    INTEGER NOT NULL REFERENCES mailboxes (id) ON DELETE CASCADE,

@@ -222,7 +222,7 @@ func (s *Store) prepare(ctx context.Context) error {
 		st, err = s.w.PrepareContext(ctx, q)
 		return st
 	}
-	s.stInsertMessage = prep(`INSERT INTO messages (id, blob_path, size, received_at, env_from) VALUES (?, ?, ?, ?, ?)`)
+	s.stInsertMessage = prep(`INSERT INTO messages (id, blob_path, size, received_at, env_from, data) VALUES (?, ?, ?, ?, ?, ?)`)
 	// uidnext and highestmodseq are read and bumped in one statement; the
 	// cost does not grow with the mailbox's history. RETURNING gives the
 	// values after the update (SQLite >= 3.35 and PostgreSQL alike).
