@@ -123,7 +123,7 @@ sink_start() {
 sink_stop() {
   if [ -f "$SINK_PID" ]; then kill "$(cat "$SINK_PID")" 2>/dev/null || true; rm -f "$SINK_PID"; fi
 }
-sink_count() { tr '\r' '\n' <"$SINK_OUT" 2>/dev/null | grep -o 'mesg=[0-9]*' | tail -1 | cut -d= -f2; }
+sink_count() { tr '\r' '\n' <"$SINK_OUT" 2>/dev/null | grep -o 'mesg=[0-9]*' | tail -1 | cut -d= -f2 || true; }
 
 queued() {
   local n=0 d

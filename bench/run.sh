@@ -59,12 +59,22 @@ listen = []
 listen_tls = []
 socket = "none"
 CFG
+if [ "$MODE" = relay ]; then
+  # yubin forwards bench.test (an alias to a remote address) to the same smtp-sink that
+  # Postfix relays to: accepted over TCP on the MX listener, queued, relayed over SMTP.
+  cat >>"$WORK/yubin.toml" <<CFG
+[relay.routes."*"]
+host = "127.0.0.1:$SINK_PORT"
+tls = "none"
+CFG
+fi
 YB="$WORK/yubin"
 export YUBIN_CONFIG="$WORK/yubin.toml"
 "$YB" domain add bench.test >/dev/null
-echo "bench-password-1" | "$YB" account add user@bench.test --password-stdin >/dev/null
 if [ "$MODE" = relay ]; then
-  echo "relay mode needs the outbound queue: not available yet" >&2; exit 2
+  "$YB" alias add user@bench.test user@sink.test >/dev/null
+else
+  echo "bench-password-1" | "$YB" account add user@bench.test --password-stdin >/dev/null
 fi
 "$YB" serve --config "$WORK/yubin.toml" 2>"$WORK/yubin.log" &
 YB_PID=$!
@@ -83,8 +93,8 @@ pss_kb() { (cd /proc && cat $(tree "$1" | sed 's|$|/smaps_rollup|') 2>/dev/null)
 root_pid() { if [ "$1" = yubin ]; then echo "$YB_PID"; else cat "/var/spool/postfix-yubin-bench/pid/master.pid" | tr -dc 0-9; fi; }
 port_of() { if [ "$1" = yubin ]; then echo $YB_PORT; else echo $PF_PORT; fi; }
 delivered() {
-  if [ "$1" = yubin ]; then "$YB" mail count user@bench.test 2>/dev/null || echo 0
-  else bash bench/postfix.sh delivered; fi
+  if [ "$1" = yubin ] && [ "$MODE" != relay ]; then "$YB" mail count user@bench.test 2>/dev/null || echo 0
+  else bash bench/postfix.sh delivered; fi  # Postfix's Maildir, or the smtp-sink both relay to
 }
 now() { date +%s.%N; }
 
