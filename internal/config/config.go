@@ -42,9 +42,10 @@ type Relay struct {
 	DNSServers []string `toml:"dns_servers"`
 	// Port of the MX hosts. Default 25; tests point it elsewhere.
 	Port int `toml:"port"`
-	// Concurrency is how many deliveries run at once. Default 16.
+	// Concurrency is how many deliveries run at once. Default 100 (Postfix's process limit).
 	Concurrency int `toml:"concurrency"`
-	// PerDestination is how many deliveries run at once to one domain. Default 4.
+	// PerDestination is how many deliveries run at once to one domain. Default 20 (Postfix's
+	// default_destination_concurrency_limit).
 	PerDestination int `toml:"per_destination"`
 	// RetryFirst is the wait after the first temporary failure; it doubles up to RetryMax.
 	// Defaults "5m" and "1h".
@@ -191,8 +192,8 @@ func Default() Config {
 		},
 		Relay: Relay{
 			Port:            25,
-			Concurrency:     16,
-			PerDestination:  4,
+			Concurrency:     100,
+			PerDestination:  20,
 			RetryFirst:      Duration(5 * time.Minute),
 			RetryMax:        Duration(time.Hour),
 			Lifetime:        Duration(5 * 24 * time.Hour),

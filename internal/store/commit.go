@@ -39,6 +39,10 @@ type Commit struct {
 
 // pending is a commit on its way through the committer.
 type pending struct {
+	// op, when set, makes this a generic write sharing the batch's transaction (groupTx)
+	// instead of a message commit.
+	op func(ctx context.Context, tx *sql.Tx) error
+
 	id       string
 	rel      string // blob path relative to the store directory; "" when data holds the message
 	data     []byte // a small message stored inside the database (see InlineMax)
@@ -176,6 +180,28 @@ func (s *Store) removeBlob(rel string) {
 	}
 }
 
+// groupTx runs fn in the committer's next transaction, shared with message commits and other
+// writes waiting at the same time, so that they share one WAL fsync. fn may run more than
+// once (a failed shared transaction is retried one write at a time) and must not keep state
+// across runs. Writes on the hot path (queue results) use it; rare ones use writeTx.
+func (s *Store) groupTx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	p := &pending{op: fn, done: make(chan error, 1)}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.inflight.Add(1)
+	s.mu.Unlock()
+	defer s.inflight.Done()
+	select {
+	case s.commitc <- p:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return <-p.done
+}
+
 // commitLoop is the committer goroutine. It ends when commitc is closed.
 func (s *Store) commitLoop() {
 	defer close(s.committerDone)
@@ -298,7 +324,13 @@ func (s *Store) writeBatch(ctx context.Context, batch []*pending) (began bool, e
 	t := s.now()
 	now, expires := unix(t), unix(t.Add(s.queueLifetime))
 	for _, p := range batch {
-		if err := st.write(ctx, p, now, expires); err != nil {
+		var err error
+		if p.op != nil {
+			err = p.op(ctx, tx)
+		} else {
+			err = st.write(ctx, p, now, expires)
+		}
+		if err != nil {
 			tx.Rollback()
 			return true, classify(err)
 		}

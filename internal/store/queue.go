@@ -185,7 +185,12 @@ func (s *Store) ClaimQueue(ctx context.Context, from QueueState, now time.Time, 
 		return nil, fmt.Errorf("claim queue: cannot claim entries in state %q", from)
 	}
 	var es []QueueEntry
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	// Claims share the committer's transactions: under load the scheduler claims after
+	// every wake-up, and a transaction (and fsync) of its own each time would cost more than
+	// the delivery. A claim need not survive a crash (claims are reset at start), but it
+	// rides along with commits that must.
+	err := s.groupTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		es = es[:0]
 		// The index queue_due (state, next_attempt) holds rowid last, so this ORDER BY is
 		// the index order and LIMIT stops the scan: no sort, no full scan.
 		rows, err := tx.QueryContext(ctx, `SELECT `+queueCols+`
@@ -271,7 +276,9 @@ func (s *Store) NextQueueAttempt(ctx context.Context) (next time.Time, ok bool, 
 // of every deleted entry if nothing references it any more (its row, then its file).
 func (s *Store) UpdateQueue(ctx context.Context, ups []QueueUpdate) error {
 	var paths []string
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	// Delivery results arrive from many deliveries at once: they share the committer's
+	// transactions (one fsync for many results) instead of one transaction each.
+	err := s.groupTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		paths = paths[:0]
 		var msgs []string
 		seen := map[string]bool{}
