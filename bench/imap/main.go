@@ -44,13 +44,18 @@ func main() {
 	rounds := flag.Int("rounds", 5, "timed rounds per operation")
 	dovecot := flag.String("dovecot", "/usr/sbin/dovecot", "dovecot binary")
 	out := flag.String("out", "", "also write the table to this file")
+	keep := flag.Bool("keep", false, "keep the temporary directory (logs, both mail stores)")
 	flag.Parse()
 
 	dir, err := os.MkdirTemp("", "yubin-imap-bench-")
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer os.RemoveAll(dir)
+	if !*keep {
+		defer os.RemoveAll(dir)
+	} else {
+		log.Printf("data in %s", dir)
+	}
 	msgs := makeMessages(*n)
 
 	yAddr, stopY := startYubin(dir, msgs)
@@ -215,7 +220,7 @@ auth_mechanisms = plain
 default_internal_user = dovecot
 default_internal_group = dovecot
 default_login_user = dovenull
-first_valid_uid = 0
+first_valid_uid = 100
 mail_location = maildir:{{dir}}/Maildir
 passdb {
   driver = static
@@ -223,7 +228,7 @@ passdb {
 }
 userdb {
   driver = static
-  args = uid=0 gid=0 home={{dir}}/home
+  args = uid=65534 gid=65534 home={{dir}}/home
 }
 service imap-login {
   inet_listener imap {
@@ -265,10 +270,16 @@ func startDovecot(bin, dir string, msgs [][]byte) (string, func()) {
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		log.Fatal(err)
 	}
+	// Dovecot never reads mail as root: the mail store belongs to nobody.
+	filepath.Walk(dd, func(p string, _ os.FileInfo, _ error) error { return os.Lchown(p, 65534, 65534) })
 	cmd := exec.Command(bin, "-F", "-c", confPath)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
 		log.Fatal(err)
+	}
+	stopDovecot = func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	for i := 0; ; i++ {
@@ -283,10 +294,16 @@ func startDovecot(bin, dir string, msgs [][]byte) (string, func()) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return addr, func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
-	}
+	return addr, stopDovecot
+}
+
+// stopDovecot ends the Dovecot instance; fatal calls it so that no instance outlives a failed
+// run.
+var stopDovecot = func() {}
+
+func fatal(v ...any) {
+	stopDovecot()
+	log.Fatal(v...)
 }
 
 // timeOp logs in on a new connection, runs setup, then times op until its tagged answer
@@ -294,7 +311,7 @@ func startDovecot(bin, dir string, msgs [][]byte) (string, func()) {
 func timeOp(addr, user, pass, setup, op string) time.Duration {
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	defer c.Close()
 	br := bufio.NewReaderSize(c, 64<<10)
@@ -305,7 +322,7 @@ func timeOp(addr, user, pass, setup, op string) time.Duration {
 			l := readLine(br)
 			if strings.HasPrefix(l, tag+" ") {
 				if !strings.HasPrefix(l, tag+" OK") {
-					log.Fatalf("%s: %s", cmd, l)
+					fatalf("%s: %s", cmd, l)
 				}
 				return
 			}
@@ -328,7 +345,7 @@ func readLine(br *bufio.Reader) string {
 	for {
 		l, err := br.ReadString('\n')
 		if err != nil {
-			log.Fatal(err)
+			fatal(err)
 		}
 		full.WriteString(l)
 		t := strings.TrimRight(l, "\r\n")
@@ -343,3 +360,5 @@ func readLine(br *bufio.Reader) string {
 		io.CopyN(io.Discard, br, int64(n))
 	}
 }
+
+func fatalf(format string, v ...any) { fatal(fmt.Sprintf(format, v...)) }

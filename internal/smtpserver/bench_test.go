@@ -31,6 +31,20 @@ func BenchmarkDelivery(b *testing.B) {
 	})
 }
 
+// BenchmarkDeliverySequential is case c of bench/run.sh: one client, one message after the
+// other, so nothing can share an fsync; it measures latency per message.
+func BenchmarkDeliverySequential(b *testing.B) {
+	y := testenv.Start(b)
+	body := "Subject: bench\r\n\r\n" + strings.Repeat("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd\r\n", 16) + ".\r\n"
+	b.SetBytes(int64(len(body)))
+	b.ResetTimer()
+	for range b.N {
+		if err := sendOne(y.Addr, body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func sendOne(addr, body string) error {
 	c, err := net.Dial("tcp", addr)
 	if err != nil {

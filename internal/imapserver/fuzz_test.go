@@ -1,0 +1,58 @@
+package imapserver
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// FuzzParseStructure: every part's offsets lie inside the message and in order, children
+// inside their parent, whatever the input.
+func FuzzParseStructure(f *testing.F) {
+	f.Add(multipartMsg)
+	f.Add("Subject: x\r\n\r\nbody")
+	f.Add("Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\n\r\n--a--")
+	f.Fuzz(func(t *testing.T, msg string) {
+		root, err := parseStructure(strings.NewReader(msg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var check func(p *part, lo, hi int64)
+		check = func(p *part, lo, hi int64) {
+			if !(lo <= p.HdrStart && p.HdrStart <= p.BodyStart && p.BodyStart <= p.BodyEnd && p.BodyEnd <= hi) {
+				t.Fatalf("part %+v outside [%d, %d]", p, lo, hi)
+			}
+			for _, c := range p.Children {
+				check(c, p.BodyStart, p.BodyEnd)
+			}
+			if p.Message != nil {
+				check(p.Message, p.BodyStart, p.BodyEnd)
+			}
+		}
+		check(root, 0, int64(len(msg)))
+	})
+}
+
+// FuzzLiteralAt: a literal announcement is recognized exactly when the line ends with
+// "{N}" or "{N+}", and the size round-trips.
+func FuzzLiteralAt(f *testing.F) {
+	f.Add("a LOGIN {5}\r\n", int64(5), true)
+	f.Add("a APPEND INBOX {12+}\r\n", int64(12), false)
+	f.Fuzz(func(t *testing.T, prefix string, n int64, sync bool) {
+		if n < 0 || strings.ContainsAny(prefix, "\r\n") {
+			return
+		}
+		plus := "+"
+		if sync {
+			plus = ""
+		}
+		line := fmt.Sprintf("%s{%d%s}\r\n", prefix, n, plus)
+		got, nonSync, ok := literalAt([]byte(line))
+		if !ok || got != n || nonSync == sync {
+			t.Fatalf("literalAt(%q) = %d %v %v", line, got, nonSync, ok)
+		}
+		if _, _, ok := literalAt([]byte(prefix + "\r\n")); ok && !strings.HasSuffix(prefix, "}") {
+			t.Fatalf("literal found in %q", prefix)
+		}
+	})
+}

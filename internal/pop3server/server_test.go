@@ -1,0 +1,165 @@
+package pop3server
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"yubin/internal/mailbox/mailtest"
+)
+
+type testServer struct {
+	*mailtest.Env
+	Srv      *Server
+	Plain    string
+	Implicit string
+}
+
+func startServer(t testing.TB, opts ...func(*Server)) *testServer {
+	t.Helper()
+	env := mailtest.New(t)
+	log := slog.New(slog.DiscardHandler)
+	if os.Getenv("YUBIN_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	srv := &Server{Store: env.Store, Directory: env.Dir, TLSConfig: env.TLS, Logger: log}
+	for _, o := range opts {
+		o(srv)
+	}
+	plain, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 2)
+	go func() { done <- srv.Serve(plain) }()
+	go func() { done <- srv.Serve(tls.NewListener(raw, env.TLS)) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		for range 2 {
+			if err := <-done; err != ErrServerClosed {
+				t.Errorf("Serve: %v", err)
+			}
+		}
+	})
+	return &testServer{Env: env, Srv: srv, Plain: plain.Addr().String(), Implicit: raw.Addr().String()}
+}
+
+func TestPythonPOP3(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"starttls", "tls"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			ts := startServer(t)
+			for i := 1; i <= 3; i++ {
+				msg := mailtest.Message(i, fmt.Sprintf("pop %d", i))
+				if i == 2 {
+					msg += ".starts with a dot\r\n"
+				}
+				ts.Deliver(ts.Account.ID, msg)
+			}
+			addr := ts.Plain
+			if mode == "tls" {
+				addr = ts.Implicit
+			}
+			host, port, _ := net.SplitHostPort(addr)
+			mailtest.Script(t, "pop3_scenario.py", nil, mode, host, port, "user@example.test", mailtest.Password)
+		})
+	}
+}
+
+type client struct {
+	t  testing.TB
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func dialTLS(t testing.TB, addr string) *client {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	cl := &client{t: t, c: c, br: bufio.NewReader(c)}
+	if l := cl.line(); !strings.HasPrefix(l, "+OK") {
+		t.Fatalf("greeting %q", l)
+	}
+	return cl
+}
+
+func (cl *client) line() string {
+	cl.t.Helper()
+	cl.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	l, err := cl.br.ReadString('\n')
+	if err != nil {
+		cl.t.Fatalf("read: %v", err)
+	}
+	return strings.TrimRight(l, "\r\n")
+}
+
+func (cl *client) cmd(s string) string {
+	cl.t.Helper()
+	io.WriteString(cl.c, s+"\r\n")
+	return cl.line()
+}
+
+func TestBadInputAndGuard(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t)
+	cl := dialTLS(t, ts.Implicit)
+	for _, c := range []string{"BOGUS", "STAT", "RETR 1", "PASS x", strings.Repeat("A", 5000)} {
+		if r := cl.cmd(c); !strings.HasPrefix(r, "-ERR") {
+			t.Errorf("%.20q: %q", c, r)
+		}
+	}
+	for i := range 10 {
+		cl.cmd("USER user@example.test")
+		if r := cl.cmd(fmt.Sprintf("PASS wrong%d", i)); !strings.Contains(r, "[AUTH]") {
+			t.Fatalf("attempt %d: %q", i, r)
+		}
+	}
+	cl.cmd("USER user@example.test")
+	if r := cl.cmd("PASS " + mailtest.Password); !strings.Contains(r, "[SYS/TEMP]") {
+		t.Errorf("locked out: %q", r)
+	}
+}
+
+func TestAuthPlainAndLimits(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, func(s *Server) { s.Limits.MaxConnectionsPerIP = 1 })
+	ts.Deliver(ts.Account.ID, mailtest.Message(1, "x"))
+	cl := dialTLS(t, ts.Implicit)
+	c, err := net.Dial("tcp", ts.Plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, _ := io.ReadAll(c)
+	c.Close()
+	if !strings.HasPrefix(string(b), "-ERR [SYS/TEMP]") {
+		t.Errorf("second connection: %q", b)
+	}
+	// AUTH PLAIN with an initial response (RFC 5034).
+	if r := cl.cmd("AUTH PLAIN AHVzZXJAZXhhbXBsZS50ZXN0AGNvcnJlY3QgaG9yc2UgYmF0dGVyeQ=="); !strings.HasPrefix(r, "+OK 1 messages") {
+		t.Fatalf("AUTH PLAIN: %q", r)
+	}
+	if r := cl.cmd("UIDL 1"); !strings.HasPrefix(r, "+OK 1 ") {
+		t.Errorf("UIDL 1: %q", r)
+	}
+}
