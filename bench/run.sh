@@ -58,6 +58,12 @@ max_connections_per_ip = 1000
 listen = []
 listen_tls = []
 socket = "none"
+[imap]
+listen = []
+listen_tls = []
+[pop3]
+listen = []
+listen_tls = []
 CFG
 if [ "$MODE" = relay ]; then
   # yubin forwards bench.test (an alias to a remote address) to the same smtp-sink that

@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 
 # Debian packages used by tests: SMTP clients (swaks, msmtp, Python's smtplib), openssl for
 # TLS version checks, Postfix as a peer MTA, python3-dkim (with dnspython, nacl for Ed25519)
-# as an independent DKIM verifier.
-pkgs=(swaks python3 openssl msmtp postfix python3-dkim python3-dnspython python3-nacl)
+# as an independent DKIM verifier, mbsync (isync) as an IMAP client.
+pkgs=(swaks python3 openssl msmtp postfix python3-dkim python3-dnspython python3-nacl isync)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,4 +31,5 @@ if [ -n "$gofmt_out" ]; then echo "gofmt needed: $gofmt_out" >&2; exit 1; fi
 go vet ./...
 # The race detector on the concurrent core (protocol, sessions, store), plain runs elsewhere.
 go test -count=1 -timeout 20m ./...
-go test -count=1 -race -timeout 20m ./internal/smtp/ ./internal/smtpserver/ ./internal/store/ ./internal/intake/
+go test -count=1 -race -timeout 20m ./internal/smtp/ ./internal/smtpserver/ ./internal/store/ ./internal/intake/ \
+  ./internal/queue/ ./internal/imapserver/ ./internal/pop3server/ ./internal/mailbox/...

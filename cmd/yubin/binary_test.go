@@ -103,6 +103,14 @@ max_connections_per_ip = 100
 [relay]
 dns_servers = ["127.0.0.1:1"]  # loopback only: nothing answers, lookups fail at once
 
+[imap]
+listen = []
+listen_tls = []
+
+[pop3]
+listen = []
+listen_tls = []
+
 [submission]
 listen = [%q]
 listen_tls = [%q]
@@ -357,7 +365,8 @@ func TestQuickstart(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "data")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "quickstart", "--data", data, "--smtp", "127.0.0.1:0", "--submission", "127.0.0.1:0", "--submissions", "127.0.0.1:0")
+	cmd := exec.CommandContext(ctx, bin, "quickstart", "--data", data, "--smtp", "127.0.0.1:0", "--submission", "127.0.0.1:0", "--submissions", "127.0.0.1:0",
+		"--imap", "127.0.0.1:0", "--imaps", "127.0.0.1:0", "--pop3", "127.0.0.1:0", "--pop3s", "127.0.0.1:0")
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = io.Discard
 	if err := cmd.Start(); err != nil {

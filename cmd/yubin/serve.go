@@ -64,6 +64,10 @@ const (
 	quickstartSMTP        = "127.0.0.1:2525"
 	quickstartSubmission  = "127.0.0.1:2587"
 	quickstartSubmissions = "127.0.0.1:2465"
+	quickstartIMAP        = "127.0.0.1:2143"
+	quickstartIMAPS       = "127.0.0.1:2993"
+	quickstartPOP3        = "127.0.0.1:2110"
+	quickstartPOP3S       = "127.0.0.1:2995"
 )
 
 func cmdQuickstart(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -73,6 +77,10 @@ func cmdQuickstart(ctx context.Context, args []string, stdout, stderr io.Writer)
 	smtpAddr := fs.String("smtp", quickstartSMTP, "MX listener address")
 	subAddr := fs.String("submission", quickstartSubmission, "submission (STARTTLS) listener address")
 	subsAddr := fs.String("submissions", quickstartSubmissions, "submission (implicit TLS) listener address")
+	imapAddr := fs.String("imap", quickstartIMAP, "IMAP (STARTTLS) listener address")
+	imapsAddr := fs.String("imaps", quickstartIMAPS, "IMAP (implicit TLS) listener address")
+	pop3Addr := fs.String("pop3", quickstartPOP3, "POP3 (STLS) listener address")
+	pop3sAddr := fs.String("pop3s", quickstartPOP3S, "POP3 (implicit TLS) listener address")
 	domain := fs.String("domain", "yubin.test", "demo domain")
 	user := fs.String("user", "demo", "demo account's local part")
 	if err := fs.Parse(args); err != nil {
@@ -84,6 +92,8 @@ func cmdQuickstart(ctx context.Context, args []string, stdout, stderr io.Writer)
 	cfg.SMTP.Listen = []string{*smtpAddr}
 	cfg.Submission.Listen = []string{*subAddr}
 	cfg.Submission.ListenTLS = []string{*subsAddr}
+	cfg.IMAP.Listen, cfg.IMAP.ListenTLS = []string{*imapAddr}, []string{*imapsAddr}
+	cfg.POP3.Listen, cfg.POP3.ListenTLS = []string{*pop3Addr}, []string{*pop3sAddr}
 	log := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
 	a, err := app.New(ctx, cfg, log)
 	if err != nil {
@@ -108,6 +118,10 @@ func cmdQuickstart(ctx context.Context, args []string, stdout, stderr io.Writer)
 	mxHost, mxPort := hp("smtp")
 	subHost, subPort := hp("submission")
 	_, subsPort := hp("submissions")
+	_, imapPort := hp("imap")
+	_, imapsPort := hp("imaps")
+	_, pop3Port := hp("pop3")
+	_, pop3sPort := hp("pop3s")
 	fmt.Fprintf(stdout, `yubin quickstart is running. Stop it with Ctrl-C.
 
   data directory   %s
@@ -116,21 +130,21 @@ func cmdQuickstart(ctx context.Context, args []string, stdout, stderr io.Writer)
   account          %s
   password         %s   (new at every quickstart; keep it with 'yubin account passwd')
 
-Mail client settings (outgoing mail, SMTP):
-  server           %s
-  port %-5s       STARTTLS, normal password, username %s
-  port %-5s       SSL/TLS (implicit TLS), normal password, username %s
+Mail client settings (server %s, username %s, the password above, normal password):
+  outgoing SMTP    port %-5s STARTTLS     or port %-5s SSL/TLS
+  incoming IMAP    port %-5s STARTTLS     or port %-5s SSL/TLS
+  incoming POP3    port %-5s STARTTLS     or port %-5s SSL/TLS
   The certificate is self-signed: your client will ask you to trust it.
 
 Send a first message:
   swaks --server %s:%s --from you@example.org --to %s
 
-Read it:
+Read it with your mail client (IMAP or POP3, settings above), or:
   go run ./cmd/yubin mail list %s --data %s
   go run ./cmd/yubin mail show %s 1 --data %s
 
 `, abs, mxHost, mxPort, *domain, addr, password,
-		subHost, subPort, addr, subsPort, addr,
+		subHost, addr, subPort, subsPort, imapPort, imapsPort, pop3Port, pop3sPort,
 		mxHost, mxPort, addr, addr, cfg.DataDir, addr, cfg.DataDir)
 	<-ctx.Done()
 	return errors.Join(a.Shutdown(context.Background()))

@@ -12,14 +12,17 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"yubin/internal/config"
 	"yubin/internal/directory"
+	"yubin/internal/imapserver"
 	"yubin/internal/intake"
 	"yubin/internal/outbound"
+	"yubin/internal/pop3server"
 	"yubin/internal/queue"
 	"yubin/internal/smtpserver"
 	"yubin/internal/store"
@@ -137,15 +140,53 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		a.services = append(a.services, &service{name: "local", network: "unix", addrs: []string{p},
 			srv: smtpServer("local", nil, func(s *smtpserver.Server) { s.Local = true })})
 	}
+	// IMAP and POP3: one server each for its STARTTLS and its implicit-TLS listeners.
+	imapSrv := &imapserver.Server{
+		Store: st, Directory: a.Dir, TLSConfig: subTLS, Logger: log.With("listener", "imap"),
+		Limits: imapserver.Limits{
+			MaxConnections:      cfg.IMAP.MaxConnections,
+			MaxConnectionsPerIP: cfg.IMAP.MaxConnectionsPerIP,
+			IdleTimeout:         cfg.IMAP.IdleTimeout.D(),
+			MaxAppendSize:       int64(cfg.IMAP.MaxAppendSize),
+		},
+	}
+	pop3Srv := &pop3server.Server{
+		Store: st, Directory: a.Dir, TLSConfig: subTLS, Logger: log.With("listener", "pop3"),
+		Limits: pop3server.Limits{
+			MaxConnections:      cfg.POP3.MaxConnections,
+			MaxConnectionsPerIP: cfg.POP3.MaxConnectionsPerIP,
+			IdleTimeout:         cfg.POP3.IdleTimeout.D(),
+		},
+	}
+	a.services = append(a.services,
+		&service{name: "imap", network: "tcp", addrs: cfg.IMAP.Listen, srv: imapSrv},
+		&service{name: "imaps", network: "tcp", addrs: cfg.IMAP.ListenTLS, srv: imapSrv, implicitTLS: subTLS},
+		&service{name: "pop3", network: "tcp", addrs: cfg.POP3.Listen, srv: pop3Srv},
+		&service{name: "pop3s", network: "tcp", addrs: cfg.POP3.ListenTLS, srv: pop3Srv, implicitTLS: subTLS},
+	)
 	return a, nil
 }
 
-// service is one SMTP server and the addresses it listens on.
+// server is what every protocol front end offers (net/http-shaped).
+type server interface {
+	Serve(l net.Listener) error
+	Shutdown(ctx context.Context) error
+}
+
+// service is one server and the addresses it listens on. Several services may share a
+// server (IMAP on 143 and 993).
 type service struct {
-	name    string
-	network string
-	addrs   []string
-	srv     *smtpserver.Server
+	name        string
+	network     string
+	addrs       []string
+	srv         server
+	implicitTLS *tls.Config // wrap the listeners in TLS (ports 993, 995)
+}
+
+// isClosed tells whether a Serve error only reports a shutdown.
+func isClosed(err error) bool {
+	return errors.Is(err, smtpserver.ErrServerClosed) || errors.Is(err, imapserver.ErrServerClosed) ||
+		errors.Is(err, pop3server.ErrServerClosed) || errors.Is(err, net.ErrClosed)
 }
 
 func lowerKeys(m map[string][]string) map[string][]string {
@@ -168,6 +209,9 @@ func (a *App) Start() error {
 				a.listeners = nil
 				return fmt.Errorf("%s listen %s: %w", svc.name, addr, err)
 			}
+			if svc.implicitTLS != nil {
+				l = tls.NewListener(l, svc.implicitTLS)
+			}
 			a.listeners = append(a.listeners, listener{svc, l})
 		}
 	}
@@ -179,7 +223,7 @@ func (a *App) Start() error {
 		a.wg.Add(1)
 		go func() {
 			defer a.wg.Done()
-			if err := l.svc.srv.Serve(l.l); err != nil && !errors.Is(err, smtpserver.ErrServerClosed) {
+			if err := l.svc.srv.Serve(l.l); err != nil && !isClosed(err) {
 				a.serveErr <- fmt.Errorf("%s on %s: %w", l.svc.name, l.l.Addr(), err)
 			}
 		}()
@@ -240,12 +284,20 @@ func (a *App) Run(ctx context.Context) error {
 // store after its pending commits.
 func (a *App) Shutdown(ctx context.Context) error {
 	var wg sync.WaitGroup
-	errs := make([]error, len(a.services))
-	for i, svc := range a.services {
+	var srvs []server
+	for _, svc := range a.services {
+		if !slices.Contains(srvs, svc.srv) {
+			srvs = append(srvs, svc.srv)
+		}
+	}
+	errs := make([]error, len(srvs))
+	for i, srv := range srvs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = svc.srv.Shutdown(ctx)
+			if err := srv.Shutdown(ctx); !isClosed(err) {
+				errs[i] = err // a second Shutdown reports "closed": not an error here
+			}
 		}()
 	}
 	wg.Wait()

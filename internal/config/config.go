@@ -33,6 +33,36 @@ type Config struct {
 	Submission Submission `toml:"submission"`
 	Auth       Auth       `toml:"auth"`
 	Relay      Relay      `toml:"relay"`
+	IMAP       IMAP       `toml:"imap"`
+	POP3       POP3       `toml:"pop3"`
+}
+
+// IMAP configures the IMAP listeners mail clients read mail with.
+type IMAP struct {
+	// Listen: STARTTLS listeners (port 143); LOGIN only after TLS. [] disables. Default [":143"].
+	Listen []string `toml:"listen"`
+	// ListenTLS: implicit-TLS listeners (port 993). [] disables. Default [":993"].
+	ListenTLS []string `toml:"listen_tls"`
+	// MaxConnections in total and per client address. Defaults 1000 and 20.
+	MaxConnections      int `toml:"max_connections"`
+	MaxConnectionsPerIP int `toml:"max_connections_per_ip"`
+	// IdleTimeout between commands and in IDLE (RFC 9051 5.4: at least 30 minutes). Default "30m".
+	IdleTimeout Duration `toml:"idle_timeout"`
+	// MaxAppendSize is the largest APPEND (advertised as APPENDLIMIT). Default "64MiB".
+	MaxAppendSize Size `toml:"max_append_size"`
+}
+
+// POP3 configures the POP3 listeners.
+type POP3 struct {
+	// Listen: STLS listeners (port 110); USER/PASS only after TLS. [] disables. Default [":110"].
+	Listen []string `toml:"listen"`
+	// ListenTLS: implicit-TLS listeners (port 995). [] disables. Default [":995"].
+	ListenTLS []string `toml:"listen_tls"`
+	// MaxConnections in total and per client address. Defaults 500 and 10.
+	MaxConnections      int `toml:"max_connections"`
+	MaxConnectionsPerIP int `toml:"max_connections_per_ip"`
+	// IdleTimeout (RFC 1939 3: at least 10 minutes). Default "10m".
+	IdleTimeout Duration `toml:"idle_timeout"`
 }
 
 // Relay configures delivery to other mail servers: the queue and the SMTP client.
@@ -189,6 +219,21 @@ func Default() Config {
 			ListenTLS:            []string{":465"},
 			MaxMessagesPerHour:   500,
 			MaxRecipientsPerHour: 2000,
+		},
+		IMAP: IMAP{
+			Listen:              []string{":143"},
+			ListenTLS:           []string{":993"},
+			MaxConnections:      1000,
+			MaxConnectionsPerIP: 20,
+			IdleTimeout:         Duration(30 * time.Minute),
+			MaxAppendSize:       64 << 20,
+		},
+		POP3: POP3{
+			Listen:              []string{":110"},
+			ListenTLS:           []string{":995"},
+			MaxConnections:      500,
+			MaxConnectionsPerIP: 10,
+			IdleTimeout:         Duration(10 * time.Minute),
 		},
 		Relay: Relay{
 			Port:            25,
@@ -367,6 +412,36 @@ func (c *Config) Validate() error {
 	}
 	if au.Cooldown < Duration(time.Second) {
 		bad("auth.cooldown", "must be at least 1s")
+	}
+	for _, l := range []struct {
+		key  string
+		list []string
+	}{{"imap.listen", c.IMAP.Listen}, {"imap.listen_tls", c.IMAP.ListenTLS}, {"pop3.listen", c.POP3.Listen}, {"pop3.listen_tls", c.POP3.ListenTLS}} {
+		for i, a := range l.list {
+			if err := checkListen(a); err != nil {
+				bad(fmt.Sprintf("%s[%d]", l.key, i), "%v", err)
+			}
+		}
+	}
+	for _, p := range []struct {
+		key string
+		v   int
+	}{
+		{"imap.max_connections", c.IMAP.MaxConnections}, {"imap.max_connections_per_ip", c.IMAP.MaxConnectionsPerIP},
+		{"pop3.max_connections", c.POP3.MaxConnections}, {"pop3.max_connections_per_ip", c.POP3.MaxConnectionsPerIP},
+	} {
+		if p.v < 1 {
+			bad(p.key, "must be at least 1")
+		}
+	}
+	if c.IMAP.IdleTimeout < Duration(30*time.Minute) {
+		bad("imap.idle_timeout", "must be at least 30m (RFC 9051 5.4)")
+	}
+	if c.POP3.IdleTimeout < Duration(10*time.Minute) {
+		bad("pop3.idle_timeout", "must be at least 10m (RFC 1939 3)")
+	}
+	if c.IMAP.MaxAppendSize < 1024 {
+		bad("imap.max_append_size", "must be at least 1024 bytes")
 	}
 	rl := &c.Relay
 	for i, a := range rl.DNSServers {

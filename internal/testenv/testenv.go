@@ -33,6 +33,8 @@ type Yubin struct {
 	Addr string // the MX listener, host:port
 	// SubmissionAddr (STARTTLS, like 587) and SubmissionsAddr (implicit TLS, like 465).
 	SubmissionAddr, SubmissionsAddr string
+	// IMAP (STARTTLS, like 143), IMAPS (993), POP3 (STLS, 110), POP3S (995).
+	IMAPAddr, IMAPSAddr, POP3Addr, POP3SAddr string
 	// DNS is the fake DNS server yubin resolves through (MX, A, TXT records for relay tests),
 	// unless the test configured its own servers.
 	DNS *fakedns.Server
@@ -47,6 +49,10 @@ func Config(t testing.TB) config.Config {
 	cfg.SMTP.Listen = []string{"127.0.0.1:0"}
 	cfg.Submission.Listen = []string{"127.0.0.1:0"}
 	cfg.Submission.ListenTLS = []string{"127.0.0.1:0"}
+	cfg.IMAP.Listen = []string{"127.0.0.1:0"}
+	cfg.IMAP.ListenTLS = []string{"127.0.0.1:0"}
+	cfg.POP3.Listen = []string{"127.0.0.1:0"}
+	cfg.POP3.ListenTLS = []string{"127.0.0.1:0"}
 	// A Unix socket path must stay under 108 bytes; test temp dirs can be longer.
 	sockDir, err := os.MkdirTemp("", "yb")
 	if err != nil {
@@ -100,8 +106,11 @@ func StartConfig(t testing.TB, cfg config.Config) *Yubin {
 	if l := addrs["submission"]; len(l) > 0 {
 		y.SubmissionAddr = l[0].String()
 	}
-	if l := addrs["submissions"]; len(l) > 0 {
-		y.SubmissionsAddr = l[0].String()
+	for name, dst := range map[string]*string{"submissions": &y.SubmissionsAddr, "imap": &y.IMAPAddr,
+		"imaps": &y.IMAPSAddr, "pop3": &y.POP3Addr, "pop3s": &y.POP3SAddr} {
+		if l := addrs[name]; len(l) > 0 {
+			*dst = l[0].String()
+		}
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
