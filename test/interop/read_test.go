@@ -18,7 +18,7 @@ func TestReadOverIMAPAndPOP3(t *testing.T) {
 	c := testenv.Dial(t, y.Addr)
 	c.Cmd("EHLO client.test", 250)
 	m := message("read me", dotBody...)
-	if r := c.Send("sender@example.org", []string{"user@example.test"}, string(bytes.ReplaceAll(m, []byte("\r\n."), []byte("\r\n.."))) + ".\r\n"); r.Code != 250 {
+	if r := c.Send("sender@example.org", []string{"user@example.test"}, string(bytes.ReplaceAll(m, []byte("\r\n."), []byte("\r\n..")))+".\r\n"); r.Code != 250 {
 		t.Fatalf("send: %s", r.Error())
 	}
 	stored := y.Messages("user@example.test", "INBOX")[0]
