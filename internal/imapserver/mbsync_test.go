@@ -17,7 +17,7 @@ import (
 
 	"yubin/internal/mailbox/mailtest"
 	"yubin/internal/store"
-	"yubin/internal/testenv"
+	"yubin/internal/testenv/tool"
 )
 
 // TestMbsync syncs a 1,000-message account to a local Maildir with mbsync (isync), changes
@@ -25,7 +25,7 @@ import (
 // ends message by message (Message-ID -> flags); over STARTTLS and implicit TLS.
 func TestMbsync(t *testing.T) {
 	t.Parallel()
-	mbsync := testenv.NeedTool(t, "mbsync")
+	mbsync := tool.Need(t, "mbsync")
 	const n = 1000
 	for _, mode := range []string{"STARTTLS", "IMAPS"} {
 		t.Run(mode, func(t *testing.T) {

@@ -31,6 +31,23 @@ func BenchmarkDelivery(b *testing.B) {
 	})
 }
 
+// BenchmarkDeliveryLarge is case b of bench/run.sh: 100 KiB messages from 10 clients.
+func BenchmarkDeliveryLarge(b *testing.B) {
+	y := testenv.Start(b, func(c *config.Config) { c.SMTP.MaxConnectionsPerIP = 10000 })
+	body := "Subject: bench\r\n\r\n" + strings.Repeat("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd\r\n", 1600) + ".\r\n"
+	b.SetBytes(int64(len(body)))
+	b.SetParallelism(5)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := sendOne(y.Addr, body); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
 // BenchmarkDeliverySequential is case c of bench/run.sh: one client, one message after the
 // other, so nothing can share an fsync; it measures latency per message.
 func BenchmarkDeliverySequential(b *testing.B) {

@@ -120,13 +120,14 @@ type Store struct {
 	ids idSource
 
 	// The committer.
-	commitc       chan *pending
-	committerDone chan struct{}
-	mu            sync.Mutex // guards closed, inflight.Add, live
-	closed        bool
-	inflight      sync.WaitGroup      // Deliver calls that may still send to commitc
-	live          map[string]struct{} // ids of blobs this process is writing or committing
-	syncedDays    map[string]bool     // committer only: day dirs whose entry in blobs/ it has fsynced
+	commitc        chan *pending
+	committerDone  chan struct{}
+	ckStop, ckDone chan struct{} // the background checkpointer
+	mu             sync.Mutex    // guards closed, inflight.Add, live
+	closed         bool
+	inflight       sync.WaitGroup      // Deliver calls that may still send to commitc
+	live           map[string]struct{} // ids of blobs this process is writing or committing
+	syncedDays     map[string]bool     // committer only: day dirs whose entry in blobs/ it has fsynced
 
 	subs subscribers
 
@@ -199,11 +200,54 @@ func Open(ctx context.Context, dir string, opt Options) (*Store, error) {
 	}
 	s.commitc = make(chan *pending, s.maxBatch)
 	go s.commitLoop()
+	s.ckStop, s.ckDone = make(chan struct{}), make(chan struct{})
+	go s.checkpointLoop(path)
 	return s, nil
 }
 
+// checkpointLoop copies the WAL back into the database file in the background. The writer
+// connection has automatic checkpoints off (wal_autocheckpoint 0): an automatic checkpoint
+// runs inside whichever COMMIT crosses the threshold, and would add its work (and its fsync
+// of the database file) to the latency of that batch of messages. A PASSIVE checkpoint on
+// another connection runs beside the writer and never blocks it.
+func (s *Store) checkpointLoop(path string) {
+	defer close(s.ckDone)
+	db, err := sql.Open("sqlite", path+"?"+fmt.Sprintf("_pragma=busy_timeout(%d)", busyTimeoutMS))
+	if err != nil {
+		s.log.Error("checkpointer: open database", "err", err)
+		return
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	var idle int
+	for {
+		select {
+		case <-s.ckStop:
+			// A last full checkpoint leaves a short WAL behind for the next start.
+			db.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+			return
+		case <-tick.C:
+		}
+		fi, err := os.Stat(path + "-wal")
+		if err != nil || fi.Size() == 0 {
+			continue
+		}
+		idle++
+		// Past 4 MiB at once; otherwise every few seconds, so a quiet server's WAL stays small.
+		if fi.Size() < 4<<20 && idle < 20 {
+			continue
+		}
+		idle = 0
+		if _, err := db.Exec(`PRAGMA wal_checkpoint(PASSIVE)`); err != nil {
+			s.log.Warn("checkpoint", "err", err)
+		}
+	}
+}
+
 func writerParams() string {
-	return fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_txlock=immediate", busyTimeoutMS)
+	return fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_pragma=wal_autocheckpoint(0)&_txlock=immediate", busyTimeoutMS)
 }
 
 // readerParams: query_only makes a stray write through the reader pool fail
@@ -249,6 +293,8 @@ func (s *Store) Close() error {
 	s.inflight.Wait()
 	close(s.commitc)
 	<-s.committerDone
+	close(s.ckStop)
+	<-s.ckDone
 	for _, st := range []*sql.Stmt{s.stInsertMessage, s.stBumpInbox, s.stInsertMbxMsg, s.stInsertQueue} {
 		st.Close()
 	}

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,6 +22,7 @@ import (
 	"yubin/internal/directory"
 	"yubin/internal/smtp"
 	"yubin/internal/testenv/fakedns"
+	"yubin/internal/testenv/tool"
 )
 
 // Yubin is an in-process server started by a test; it stops when the test ends.
@@ -314,18 +314,10 @@ func (c *Conn) Send(from string, to []string, data string) *smtp.Reply {
 	return r
 }
 
-// NeedTool returns the path of an external program a test drives. Without it the test skips,
-// except under CI=true, where every tool must be installed (scripts/test.sh does it).
+// NeedTool returns the path of an external program a test drives (see tool.Need).
 func NeedTool(t testing.TB, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required under CI=true (scripts/test.sh installs it): %v", name, err)
-		}
-		t.Skipf("%s not installed: %v", name, err)
-	}
-	return p
+	return tool.Need(t, name)
 }
 
 // DialTLS connects with implicit TLS (like port 465) and reads the greeting.

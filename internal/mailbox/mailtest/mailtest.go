@@ -21,7 +21,7 @@ import (
 
 	"yubin/internal/directory"
 	"yubin/internal/store"
-	"yubin/internal/testenv"
+	"yubin/internal/testenv/tool"
 	"yubin/internal/tlsutil"
 )
 
@@ -157,7 +157,7 @@ func (b Backend) AppPasswordHashes(ctx context.Context, accountID int64) ([]stri
 // stderr decide the result.
 func Script(t testing.TB, script string, onLine func(line string), args ...string) {
 	t.Helper()
-	py := testenv.NeedTool(t, "python3")
+	py := tool.Need(t, "python3")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, py, append([]string{"-u", filepath.Join("testdata", script)}, args...)...)
