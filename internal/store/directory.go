@@ -80,6 +80,7 @@ func (s *Store) AddDomain(ctx context.Context, name string) error {
 	if err != nil {
 		return fmt.Errorf("add domain %s: %w", name, err)
 	}
+	s.directoryChanged()
 	return nil
 }
 
@@ -111,6 +112,7 @@ func (s *Store) RemoveDomain(ctx context.Context, name string) error {
 	if err != nil {
 		return fmt.Errorf("remove domain %s: %w", name, err)
 	}
+	s.directoryChanged()
 	return nil
 }
 
@@ -138,7 +140,7 @@ func (s *Store) ListDomains(ctx context.Context) ([]Domain, error) {
 }
 
 // GetDomain returns one domain or ErrNotFound.
-func (s *Store) GetDomain(ctx context.Context, name string) (Domain, error) {
+func (s *Store) getDomainDB(ctx context.Context, name string) (Domain, error) {
 	name = key(name)
 	d := Domain{Name: name}
 	var created int64
@@ -162,6 +164,7 @@ func (s *Store) SetCatchAll(ctx context.Context, domain, target string) error {
 	if err != nil {
 		return fmt.Errorf("set catch-all of domain %s: %w", domain, err)
 	}
+	s.directoryChanged()
 	return nil
 }
 
@@ -225,6 +228,7 @@ func (s *Store) AddAccount(ctx context.Context, address, passwordHash string) (A
 	if err != nil {
 		return Account{}, fmt.Errorf("add account %s: %w", address, err)
 	}
+	s.directoryChanged()
 	return a, nil
 }
 
@@ -257,6 +261,7 @@ func (s *Store) SetPassword(ctx context.Context, address, passwordHash string) e
 	if err != nil {
 		return fmt.Errorf("set password of %s: %w", address, err)
 	}
+	s.directoryChanged()
 	return nil
 }
 
@@ -270,6 +275,7 @@ func (s *Store) SetDisabled(ctx context.Context, address string, disabled bool) 
 	if err != nil {
 		return fmt.Errorf("set disabled of %s: %w", address, err)
 	}
+	s.directoryChanged()
 	return nil
 }
 
@@ -290,6 +296,7 @@ func (s *Store) RemoveAccount(ctx context.Context, address string) error {
 	if err != nil {
 		return fmt.Errorf("remove account %s: %w", address, err)
 	}
+	s.directoryChanged()
 	return nil
 }
 
@@ -307,7 +314,7 @@ func scanAccount(row interface{ Scan(...any) error }) (Account, error) {
 }
 
 // GetAccount returns one account by address or ErrNotFound.
-func (s *Store) GetAccount(ctx context.Context, address string) (Account, error) {
+func (s *Store) getAccountDB(ctx context.Context, address string) (Account, error) {
 	address = key(address)
 	a, err := scanAccount(s.r.QueryRowContext(ctx, `SELECT `+accountColumns+` FROM accounts WHERE address = ?`, address))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -382,6 +389,7 @@ func (s *Store) AddAlias(ctx context.Context, address string, targets []string) 
 	if err != nil {
 		return fmt.Errorf("add alias %s: %w", address, err)
 	}
+	s.directoryChanged()
 	return nil
 }
 
@@ -394,11 +402,12 @@ func (s *Store) RemoveAlias(ctx context.Context, address string) error {
 	if err != nil {
 		return fmt.Errorf("remove alias %s: %w", address, err)
 	}
+	s.directoryChanged()
 	return nil
 }
 
 // GetAlias returns the targets of an alias (sorted) or ErrNotFound.
-func (s *Store) GetAlias(ctx context.Context, address string) ([]string, error) {
+func (s *Store) getAliasDB(ctx context.Context, address string) ([]string, error) {
 	address = key(address)
 	m, err := s.aliases(ctx, `SELECT address, target FROM aliases WHERE address = ? ORDER BY target`, address)
 	if err != nil {

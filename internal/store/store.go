@@ -130,6 +130,7 @@ type Store struct {
 	syncedDays     map[string]bool     // committer only: day dirs whose entry in blobs/ it has fsynced
 
 	subs subscribers
+	dc   dirCache // directory lookups, see dircache.go
 
 	// Counters and hooks for in-package tests.
 	txCount        atomic.Int64 // Deliver transactions committed

@@ -1,0 +1,112 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Directory lookups (domain, account, alias) happen for every RCPT and login, but the
+// directory changes rarely. They are cached in memory. Any process that changes the
+// directory (the server, or the CLI beside it) rewrites the file directory.stamp after its
+// commit; a lookup compares the file's modification time and size with what the cache was
+// built from (one stat, no query), so a change made by "yubin account add" is seen by the
+// very next lookup.
+const stampName = "directory.stamp"
+
+// maxCached bounds the cache; past it, it starts over.
+const maxCached = 50000
+
+type dirCache struct {
+	mu       sync.Mutex
+	stamp    string
+	domains  map[string]cached[Domain]
+	accounts map[string]cached[Account]
+	aliases  map[string]cached[[]string]
+}
+
+type cached[T any] struct {
+	v        T
+	notFound bool
+}
+
+func (c *dirCache) resetLocked(stamp string) {
+	c.stamp = stamp
+	c.domains = map[string]cached[Domain]{}
+	c.accounts = map[string]cached[Account]{}
+	c.aliases = map[string]cached[[]string]{}
+}
+
+// currentStamp describes directory.stamp; "" when it does not exist yet.
+func (s *Store) currentStamp() string {
+	fi, err := os.Stat(filepath.Join(s.dir, stampName))
+	if err != nil {
+		return ""
+	}
+	return strconv.FormatInt(fi.ModTime().UnixNano(), 10) + "/" + strconv.FormatInt(fi.Size(), 10)
+}
+
+// directoryChanged records a directory change: this process's cache starts over, and the
+// stamp tells other processes.
+func (s *Store) directoryChanged() {
+	s.dc.mu.Lock()
+	s.dc.resetLocked("")
+	s.dc.mu.Unlock()
+	// The content changes too (a counter of nanoseconds), so that two changes within the
+	// file system's timestamp resolution still differ in size or time.
+	data := []byte(strconv.FormatInt(time.Now().UnixNano(), 10) + "\n")
+	if err := os.WriteFile(filepath.Join(s.dir, stampName), data, 0o600); err != nil {
+		s.log.Warn("write directory stamp", "err", err)
+	}
+}
+
+// lookup returns a cached value or loads it, keeping "not found" answers too.
+func lookup[T any](s *Store, m func(*dirCache) map[string]cached[T], key string, load func() (T, error)) (T, error) {
+	stamp := s.currentStamp()
+	s.dc.mu.Lock()
+	if s.dc.stamp != stamp || s.dc.domains == nil || len(s.dc.domains)+len(s.dc.accounts)+len(s.dc.aliases) > maxCached {
+		s.dc.resetLocked(stamp)
+	}
+	if c, ok := m(&s.dc)[key]; ok {
+		s.dc.mu.Unlock()
+		if c.notFound {
+			var zero T
+			return zero, fmt.Errorf("%s: %w", key, ErrNotFound)
+		}
+		return c.v, nil
+	}
+	s.dc.mu.Unlock()
+	v, err := load()
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return v, err
+	}
+	s.dc.mu.Lock()
+	if s.dc.stamp == stamp { // not reset meanwhile
+		m(&s.dc)[key] = cached[T]{v: v, notFound: err != nil}
+	}
+	s.dc.mu.Unlock()
+	return v, err
+}
+
+// GetDomain returns a hosted domain, or ErrNotFound.
+func (s *Store) GetDomain(ctx context.Context, name string) (Domain, error) {
+	return lookup(s, func(c *dirCache) map[string]cached[Domain] { return c.domains }, key(name),
+		func() (Domain, error) { return s.getDomainDB(ctx, name) })
+}
+
+// GetAccount returns an account by its address key, or ErrNotFound.
+func (s *Store) GetAccount(ctx context.Context, address string) (Account, error) {
+	return lookup(s, func(c *dirCache) map[string]cached[Account] { return c.accounts }, key(address),
+		func() (Account, error) { return s.getAccountDB(ctx, address) })
+}
+
+// GetAlias returns an alias's targets, or ErrNotFound.
+func (s *Store) GetAlias(ctx context.Context, address string) ([]string, error) {
+	return lookup(s, func(c *dirCache) map[string]cached[[]string] { return c.aliases }, key(address),
+		func() ([]string, error) { return s.getAliasDB(ctx, address) })
+}
