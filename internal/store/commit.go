@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"os"
@@ -42,6 +43,8 @@ type pending struct {
 	// op, when set, makes this a generic write sharing the batch's transaction (groupTx)
 	// instead of a message commit.
 	op func(ctx context.Context, tx *sql.Tx) error
+	// noSync: op's changes may be lost in a power failure (see writeBatch).
+	noSync bool
 
 	id       string
 	rel      string // blob path relative to the store directory; "" when data holds the message
@@ -185,7 +188,16 @@ func (s *Store) removeBlob(rel string) {
 // once (a failed shared transaction is retried one write at a time) and must not keep state
 // across runs. Writes on the hot path (queue results) use it; rare ones use writeTx.
 func (s *Store) groupTx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
-	p := &pending{op: fn, done: make(chan error, 1)}
+	return s.group(ctx, &pending{op: fn, done: make(chan error, 1)})
+}
+
+// groupTxLazy is groupTx for a write that may be lost in a power failure: when the batch
+// holds only such writes it commits without an fsync.
+func (s *Store) groupTxLazy(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	return s.group(ctx, &pending{op: fn, noSync: true, done: make(chan error, 1)})
+}
+
+func (s *Store) group(ctx context.Context, p *pending) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -311,6 +323,46 @@ func syncDir(dir string) error {
 // began reports whether the transaction started, i.e. whether a failure may
 // belong to one commit.
 func (s *Store) writeBatch(ctx context.Context, batch []*pending) (began bool, err error) {
+	// A batch of writes that need not survive a power loss (queue claims: they are reset at
+	// every start anyway) commits without an fsync: synchronous=NORMAL for this one
+	// transaction, on a connection held for it so that no other transaction runs in between.
+	lazy := true
+	for _, p := range batch {
+		lazy = lazy && p.op != nil && p.noSync
+	}
+	if lazy {
+		conn, err := s.w.Conn(ctx)
+		if err != nil {
+			return false, fmt.Errorf("begin: %w", classify(err))
+		}
+		defer conn.Close()
+		if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
+			return false, fmt.Errorf("begin: %w", classify(err))
+		}
+		defer func() {
+			if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = FULL`); err != nil {
+				// Never hand back a connection that would commit messages without fsync:
+				// ErrBadConn makes database/sql close it instead.
+				s.log.Error("restore synchronous=FULL failed, dropping the connection", "err", err)
+				conn.Raw(func(any) error { return driver.ErrBadConn })
+			}
+		}()
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			return false, fmt.Errorf("begin: %w", classify(err))
+		}
+		for _, p := range batch {
+			if err := p.op(ctx, tx); err != nil {
+				tx.Rollback()
+				return true, classify(err)
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			return true, fmt.Errorf("commit: %w", classify(err))
+		}
+		s.txCount.Add(1)
+		return true, nil
+	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return false, fmt.Errorf("begin: %w", classify(err))

@@ -81,7 +81,9 @@ type MailboxSnapshot struct {
 	FirstUnseen uint32   // sequence number of the first message without \Seen, 0 if none
 }
 
-// SnapshotMailbox returns a mailbox and the UIDs of its messages, as SELECT needs them.
+// SnapshotMailbox returns a mailbox and the UIDs of its messages, as SELECT needs them. It
+// reads only the (mailbox_id, uid) index: one query for every UID, and one indexed lookup
+// (mailbox_messages_unseen) for the first message without \Seen.
 func (s *Store) SnapshotMailbox(ctx context.Context, accountID int64, name string) (MailboxSnapshot, error) {
 	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
@@ -96,27 +98,64 @@ func (s *Store) SnapshotMailbox(ctx context.Context, accountID int64, name strin
 		return MailboxSnapshot{}, fmt.Errorf("snapshot mailbox %q: %w", name, err)
 	}
 	snap := MailboxSnapshot{Mailbox: m}
-	rows, err := tx.QueryContext(ctx, `SELECT uid, flags FROM mailbox_messages WHERE mailbox_id = ? ORDER BY uid`, m.ID)
-	if err != nil {
+	if snap.UIDs, err = uidsTx(ctx, tx, m.ID); err != nil {
 		return MailboxSnapshot{}, fmt.Errorf("snapshot mailbox %q: %w", name, err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var uid int64
-		var flags string
-		if err := rows.Scan(&uid, &flags); err != nil {
-			return MailboxSnapshot{}, fmt.Errorf("snapshot mailbox %q: %w", name, err)
-		}
-		snap.UIDs = append(snap.UIDs, uint32(uid))
-		if snap.FirstUnseen == 0 && !strings.Contains(flags, `\Seen`) {
-			snap.FirstUnseen = uint32(len(snap.UIDs))
-		}
-	}
-	if err := rows.Err(); err != nil {
+	var unseen int64
+	err = tx.QueryRowContext(ctx, `SELECT uid FROM mailbox_messages WHERE mailbox_id = ? AND `+unseenCond+` ORDER BY uid LIMIT 1`, m.ID).Scan(&unseen)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
 		return MailboxSnapshot{}, fmt.Errorf("snapshot mailbox %q: %w", name, err)
+	default:
+		if i, ok := slices.BinarySearch(snap.UIDs, uint32(unseen)); ok {
+			snap.FirstUnseen = uint32(i + 1)
+		}
 	}
 	snap.Messages = len(snap.UIDs)
 	return snap, nil
+}
+
+// unseenCond is the condition of the partial index mailbox_messages_unseen; a query must
+// state it exactly for SQLite to use the index. Flags are stored in standard case and a
+// keyword cannot contain a backslash, so `\Seen` appears in flags only as the flag itself.
+const unseenCond = `instr(flags, '\Seen') = 0`
+
+// uidsTx returns the UIDs of a mailbox, ascending. SQLite joins them into one text value from
+// the covering (mailbox_id, uid) index, which costs far less than a row per message through
+// database/sql.
+func uidsTx(ctx context.Context, tx *sql.Tx, mailboxID int64) ([]uint32, error) {
+	var n int64
+	var list sql.NullString
+	err := tx.QueryRowContext(ctx, `SELECT COUNT(*), group_concat(uid, ',') FROM (SELECT uid FROM mailbox_messages WHERE mailbox_id = ? ORDER BY uid)`, mailboxID).Scan(&n, &list)
+	if err != nil {
+		return nil, err
+	}
+	uids := make([]uint32, 0, n)
+	s := list.String
+	for len(s) > 0 {
+		var u uint32
+		i := 0
+		for ; i < len(s) && s[i] != ','; i++ {
+			c := s[i]
+			if c < '0' || c > '9' {
+				return nil, fmt.Errorf("uid list: unexpected %q", c)
+			}
+			u = u*10 + uint32(c-'0')
+		}
+		uids = append(uids, u)
+		if i < len(s) {
+			i++
+		}
+		s = s[i:]
+	}
+	if int64(len(uids)) != n {
+		return nil, errors.New("uid list: inconsistent")
+	}
+	if !slices.IsSorted(uids) { // group_concat's order is not promised
+		slices.Sort(uids)
+	}
+	return uids, nil
 }
 
 // MailboxChanges is what happened in a mailbox after a modseq.
@@ -579,73 +618,6 @@ func (s *Store) AppendMessage(ctx context.Context, mailboxID int64, b *BlobWrite
 	}
 	s.subs.notify(accountID)
 	return res, nil
-}
-
-// MessageMeta is the cached parse of a message: its header block and an encoding of its MIME
-// structure that only the protocol layer interprets.
-type MessageMeta struct {
-	Header    []byte
-	Structure []byte
-}
-
-// GetMessageMeta returns the cached parse of messages, by message id; ids without one are
-// absent from the map.
-func (s *Store) GetMessageMeta(ctx context.Context, ids []string) (map[string]MessageMeta, error) {
-	out := make(map[string]MessageMeta, len(ids))
-	const chunk = 500
-	for len(ids) > 0 {
-		n := min(chunk, len(ids))
-		part := ids[:n]
-		ids = ids[n:]
-		args := make([]any, len(part))
-		for i, id := range part {
-			args[i] = id
-		}
-		rows, err := s.r.QueryContext(ctx, `SELECT message_id, header, structure FROM message_meta WHERE message_id IN (?`+strings.Repeat(",?", len(part)-1)+`)`, args...)
-		if err != nil {
-			return nil, fmt.Errorf("message meta: %w", err)
-		}
-		for rows.Next() {
-			var id string
-			var m MessageMeta
-			if err := rows.Scan(&id, &m.Header, &m.Structure); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("message meta: %w", err)
-			}
-			out[id] = m
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("message meta: %w", err)
-		}
-	}
-	return out, nil
-}
-
-// PutMessageMeta caches parses of messages; existing entries are kept (a message's bytes never
-// change, so neither does its parse). Messages deleted meanwhile are skipped.
-func (s *Store) PutMessageMeta(ctx context.Context, metas map[string]MessageMeta) error {
-	if len(metas) == 0 {
-		return nil
-	}
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
-		st, err := tx.PrepareContext(ctx, `INSERT INTO message_meta (message_id, header, structure)
-			SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM messages WHERE id = ?) ON CONFLICT DO NOTHING`)
-		if err != nil {
-			return err
-		}
-		defer st.Close()
-		for id, m := range metas {
-			if _, err := st.ExecContext(ctx, id, m.Header, m.Structure, id); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("cache message meta: %w", err)
-	}
-	return nil
 }
 
 // RemoveMessages removes the entries with the given UIDs (ascending) whatever their flags,

@@ -10,9 +10,11 @@ package store
 // since then from two index range scans, which is how IDLE and the per-command poll stay cheap
 // on large mailboxes, and is what QRESYNC's VANISHED (EARLIER) will need.
 //
-// message_meta caches what FETCH and SEARCH derive from an immutable blob (its header block and
-// MIME structure), filled on first use, so that listing a large mailbox does not open every
-// file each time. It is keyed by message id: a message's bytes never change.
+// message_meta caches what FETCH and SEARCH derive from an immutable blob, filled on first use,
+// so that listing a large mailbox does not open every file each time: the header block, the
+// MIME structure and the finished ENVELOPE (both encoded by the protocol layer), and the
+// header's field values in lower case (raw and RFC 2047-decoded), which header SEARCH scans
+// in SQL to find its candidates. It is keyed by message id: a message's bytes never change.
 const schemaMailbox = `
 CREATE TABLE mailbox_expunged (
 	mailbox_id INTEGER NOT NULL REFERENCES mailboxes (id) ON DELETE CASCADE,
@@ -21,9 +23,13 @@ CREATE TABLE mailbox_expunged (
 	PRIMARY KEY (mailbox_id, uid)
 );
 CREATE INDEX mailbox_expunged_modseq ON mailbox_expunged (mailbox_id, modseq);
+-- The entries without \Seen, for SELECT's first unseen message (see unseenCond).
+CREATE INDEX mailbox_messages_unseen ON mailbox_messages (mailbox_id, uid) WHERE instr(flags, '\Seen') = 0;
 CREATE TABLE message_meta (
 	message_id TEXT PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
 	header     BLOB NOT NULL,
-	structure  BLOB NOT NULL
+	structure  BLOB NOT NULL,
+	envelope   BLOB NOT NULL,
+	search     BLOB NOT NULL
 );
 `

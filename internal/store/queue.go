@@ -187,9 +187,9 @@ func (s *Store) ClaimQueue(ctx context.Context, from QueueState, now time.Time, 
 	var es []QueueEntry
 	// Claims share the committer's transactions: under load the scheduler claims after
 	// every wake-up, and a transaction (and fsync) of its own each time would cost more than
-	// the delivery. A claim need not survive a crash (claims are reset at start), but it
-	// rides along with commits that must.
-	err := s.groupTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	// the delivery. A claim need not survive a crash (claims are reset at start), so a batch
+	// of claims alone commits without an fsync.
+	err := s.groupTxLazy(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		es = es[:0]
 		// The index queue_due (state, next_attempt) holds rowid last, so this ORDER BY is
 		// the index order and LIMIT stops the scan: no sort, no full scan.
