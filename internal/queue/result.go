@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -11,6 +12,9 @@ import (
 	"yubin/internal/smtp"
 	"yubin/internal/store"
 )
+
+// smallContent is the size up to which a message is held in memory during its delivery.
+const smallContent = 256 << 10
 
 // writeTimeout bounds the bookkeeping after a delivery. It runs on a context detached from
 // Run's, so that a shutdown still records what the delivery in flight achieved.
@@ -63,14 +67,28 @@ func (s *Scheduler) attempt(ctx context.Context, r *runner, g *group) {
 		log.Error("cannot read queued message", "err", err)
 		res = localResult(d, smtp.NewReply(451, "4.3.0", "local error: the queued message cannot be read"))
 	} else {
-		c.Close()
 		d.Size = size
-		d.Open = func() (io.ReadCloser, error) {
-			c, _, err := openContent(ctx, s.Store, first.MessageID)
+		if size <= smallContent {
+			// The client reads the content more than once (a check, then each attempt):
+			// a small message is read once into memory instead of queried each time.
+			b, err := io.ReadAll(c)
+			c.Close()
 			if err != nil {
-				return nil, err
+				log.Error("cannot read queued message", "err", err)
+				res = localResult(d, smtp.NewReply(451, "4.3.0", "local error: the queued message cannot be read"))
+				r.record(wctx, log, entries, res, ctx.Err() != nil)
+				return
 			}
-			return c, nil
+			d.Open = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+		} else {
+			c.Close()
+			d.Open = func() (io.ReadCloser, error) {
+				c, _, err := openContent(ctx, s.Store, first.MessageID)
+				if err != nil {
+					return nil, err
+				}
+				return c, nil
+			}
 		}
 		res = s.Deliverer.Deliver(ctx, d)
 	}
