@@ -1,6 +1,8 @@
 package outbound
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 )
@@ -25,36 +27,79 @@ type normalizer struct {
 	prevCR  bool // the last byte seen was a CR whose LF (or not) is still to come
 }
 
-// append appends the normal form of p to out.
+// append appends the normal form of p to out. It moves from line ending to line ending with
+// bytes.IndexByte and copies the runs between them whole: it runs twice over every relayed
+// message, so a loop over single bytes showed up in profiles.
 func (n *normalizer) append(out, p []byte) []byte {
-	start := 0 // start of the run of plain bytes not yet copied
-	for i := 0; i < len(p); i++ {
-		c := p[i]
+	for len(p) > 0 {
 		if n.prevCR {
 			n.prevCR = false
 			out = n.endLine(out)
-			if c == '\n' {
-				start = i + 1
+			if p[0] == '\n' {
+				p = p[1:]
 				continue
 			}
 		}
-		switch {
-		case c == '\r':
-			out = append(out, p[start:i]...)
-			start = i + 1
-			n.prevCR = true
-		case c == '\n':
-			out = append(out, p[start:i]...)
-			start = i + 1
+		seg, lf := p, false
+		if k := bytes.IndexByte(p, '\n'); k >= 0 {
+			seg, lf = p[:k], true
+		}
+		if c := bytes.IndexByte(seg, '\r'); c >= 0 && c < len(seg)-1 {
+			// A bare CR inside the line: it ends a line of its own.
+			out = n.plain(out, seg[:c])
 			out = n.endLine(out)
+			p = p[c+1:]
+			continue
+		}
+		crLast := len(seg) > 0 && seg[len(seg)-1] == '\r'
+		if crLast {
+			seg = seg[:len(seg)-1]
+		}
+		out = n.plain(out, seg)
+		switch {
+		case lf:
+			out = n.endLine(out)
+			p = p[len(seg)+boolInt(crLast)+1:]
+		case crLast:
+			n.prevCR = true // its LF, or not, comes with the next chunk
+			p = nil
 		default:
-			n.lineLen++
-			if c >= 0x80 {
-				n.info.eightBit = true
-			}
+			p = nil
 		}
 	}
-	return append(out, p[start:]...)
+	return out
+}
+
+// plain appends bytes that hold no line ending.
+func (n *normalizer) plain(out, b []byte) []byte {
+	n.lineLen += len(b)
+	if !n.info.eightBit && hasHighBit(b) {
+		n.info.eightBit = true
+	}
+	return append(out, b...)
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// hasHighBit reports a byte >= 0x80, eight bytes at a time.
+func hasHighBit(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b)&0x8080808080808080 != 0 {
+			return true
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c >= 0x80 {
+			return true
+		}
+	}
+	return false
 }
 
 // finish appends what the end of the content needs: the CRLF of a last
