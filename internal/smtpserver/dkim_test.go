@@ -78,10 +78,28 @@ func TestDKIMSigning(t *testing.T) {
 			t.Errorf("signature %+v does not verify: %v", v, v.Err)
 		}
 	}
+	// A message past InlineMax lives in a file: the signature is inserted there too.
+	big := "From: User <user@example.test>\r\nSubject: big\r\n\r\n" + strings.Repeat(strings.Repeat("y", 70)+"\r\n", 3000)
+	deliver(t, c, "user@example.test", []string{"user@example.test"}, big)
+	stored = y.Messages("user@example.test", "INBOX")[1]
+	if len(stored) <= store.InlineMax {
+		t.Fatalf("test message too small (%d) to be stored as a file", len(stored))
+	}
+	verifs, err = dkim.VerifyWithOptions(bytes.NewReader(stored[bytes.Index(stored, []byte("\r\n"))+2:]), &dkim.VerifyOptions{
+		LookupTXT: func(name string) ([]string, error) {
+			if v, ok := records[strings.TrimSuffix(name, ".")]; ok {
+				return []string{v}, nil
+			}
+			return nil, fmt.Errorf("no record %s", name)
+		},
+	})
+	if err != nil || len(verifs) != 2 || verifs[0].Err != nil || verifs[1].Err != nil {
+		t.Fatalf("large message signatures: %v %+v", err, verifs)
+	}
 	// Mail received on the MX listener is not signed.
 	mx := session(t, y)
 	deliver(t, mx, "someone@elsewhere.test", []string{"user@example.test"}, "Subject: in\r\n\r\nx\r\n")
-	if got := y.Messages("user@example.test", "INBOX")[1]; bytes.Contains(got, []byte("DKIM-Signature")) {
+	if got := y.Messages("user@example.test", "INBOX")[2]; bytes.Contains(got, []byte("DKIM-Signature")) {
 		t.Errorf("MX mail was signed:\n%s", got)
 	}
 }
