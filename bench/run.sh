@@ -14,7 +14,7 @@
 # calls per message on case a.
 #
 # Environment: ROUNDS [3], CASES ["a b c"], SCALE [1] (multiplies message counts),
-# MODE [mailbox] (mailbox or relay), FSYNC [1] (0 skips the strace pass), OUT [bench/results.md]
+# MODE [mailbox] (mailbox or relay), FSYNC [1] (0 skips the strace pass), OUT [bench/results-MODE.md]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -22,7 +22,7 @@ CASES=${CASES:-a b c}
 SCALE=${SCALE:-1}
 MODE=${MODE:-mailbox}
 FSYNC=${FSYNC:-1}
-OUT=${OUT:-bench/results.md}
+OUT=${OUT:-bench/results-$MODE.md}
 YB_PORT=25025
 PF_PORT=24025
 SINK_PORT=24026
