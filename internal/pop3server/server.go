@@ -15,6 +15,7 @@ import (
 	"net"
 	"sync"
 	"time"
+	"yubin/internal/netutil"
 
 	"yubin/internal/directory"
 	"yubin/internal/store"
@@ -82,7 +83,7 @@ type Server struct {
 	closed    bool
 	listeners map[net.Listener]struct{}
 	sessions  map[*session]struct{}
-	perIP     map[string]int
+	conns     netutil.ConnLimit
 	locked    map[int64]bool // accounts whose maildrop a session holds
 	nextID    uint64
 	wg        sync.WaitGroup
@@ -97,7 +98,7 @@ func (s *Server) init() {
 		}
 		s.listeners = map[net.Listener]struct{}{}
 		s.sessions = map[*session]struct{}{}
-		s.perIP = map[string]int{}
+		s.conns = netutil.ConnLimit{Max: s.limits.MaxConnections, MaxPerIP: s.limits.MaxConnectionsPerIP}
 		s.locked = map[int64]bool{}
 	})
 }
@@ -117,27 +118,14 @@ func (s *Server) Serve(l net.Listener) error {
 		delete(s.listeners, l)
 		s.mu.Unlock()
 	}()
-	var delay time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			s.mu.Lock()
-			closed := s.closed
-			s.mu.Unlock()
-			if closed {
-				return ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
-			}
-			return err
-		}
-		delay = 0
-		s.accept(c)
-	}
+	return netutil.AcceptLoop(l, s.isClosed, ErrServerClosed, nil, s.accept)
+}
+
+// isClosed tells whether Shutdown was called.
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 // ListenAndServe listens on addr and serves.
@@ -149,23 +137,15 @@ func (s *Server) ListenAndServe(addr string) error {
 	return s.Serve(l)
 }
 
-func remoteIP(c net.Conn) string {
-	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
-	if err != nil {
-		return c.RemoteAddr().String()
-	}
-	return host
-}
-
 func (s *Server) accept(c net.Conn) {
-	ip := remoteIP(c)
+	ip := netutil.RemoteIP(c.RemoteAddr())
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		c.Close()
 		return
 	}
-	if len(s.sessions) >= s.limits.MaxConnections || s.perIP[ip] >= s.limits.MaxConnectionsPerIP {
+	if ok, _ := s.conns.Acquire(ip); !ok {
 		s.mu.Unlock()
 		s.log.Warn("pop3 connection refused: too many connections", "remote", c.RemoteAddr().String())
 		go func() {
@@ -175,7 +155,6 @@ func (s *Server) accept(c net.Conn) {
 		}()
 		return
 	}
-	s.perIP[ip]++
 	s.nextID++
 	sess := newSession(s, c, ip, s.nextID)
 	s.sessions[sess] = struct{}{}
@@ -186,10 +165,8 @@ func (s *Server) accept(c net.Conn) {
 		sess.serve()
 		s.mu.Lock()
 		delete(s.sessions, sess)
-		if s.perIP[ip]--; s.perIP[ip] <= 0 {
-			delete(s.perIP, ip)
-		}
 		s.mu.Unlock()
+		s.conns.Release(ip)
 	}()
 }
 

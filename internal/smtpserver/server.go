@@ -22,6 +22,7 @@ import (
 	"yubin/internal/address"
 	"yubin/internal/directory"
 	"yubin/internal/intake"
+	"yubin/internal/netutil"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -102,7 +103,7 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	sessions  map[*session]struct{}
-	perIP     map[string]int
+	conns     netutil.ConnLimit
 	closing   bool
 	wg        sync.WaitGroup
 	nextID    atomic.Uint64
@@ -128,7 +129,7 @@ func (s *Server) init() {
 		s.lim = s.Limits.withDefaults()
 		s.listeners = map[net.Listener]struct{}{}
 		s.sessions = map[*session]struct{}{}
-		s.perIP = map[string]int{}
+		s.conns = netutil.ConnLimit{Max: s.lim.MaxConnections, MaxPerIP: s.lim.MaxConnectionsPerIP}
 		if s.Logger == nil {
 			s.Logger = slog.New(slog.DiscardHandler)
 		}
@@ -173,38 +174,13 @@ func (s *Server) Serve(l net.Listener) error {
 		s.mu.Unlock()
 		l.Close()
 	}()
-	var backoff time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			s.mu.Lock()
-			closing := s.closing
-			s.mu.Unlock()
-			if closing {
-				return ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.Logger.Warn("accept failed, retrying", "err", err, "backoff", backoff)
-				time.Sleep(backoff)
-				continue
-			}
-			return err
-		}
-		backoff = 0
-		s.handle(c)
-	}
-}
-
-// isTemporary treats resource exhaustion (EMFILE, ENFILE) as temporary, as net/http does.
-func isTemporary(err error) bool {
-	var te interface{ Temporary() bool }
-	return errors.As(err, &te) && te.Temporary()
+	return netutil.AcceptLoop(l, s.shuttingDown, ErrServerClosed, func(err error, d time.Duration) {
+		s.Logger.Warn("accept failed, retrying", "err", err, "backoff", d)
+	}, s.handle)
 }
 
 func (s *Server) handle(c net.Conn) {
-	ip := remoteIP(c.RemoteAddr())
+	ip := netutil.RemoteIP(c.RemoteAddr())
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -212,24 +188,16 @@ func (s *Server) handle(c net.Conn) {
 		c.Close()
 		return
 	}
-	var refuse string
-	switch {
-	case len(s.sessions) >= s.lim.MaxConnections:
-		refuse = "421 4.7.0 " + s.Hostname + " too many connections, try again later\r\n"
-	case s.perIP[ip] >= s.lim.MaxConnectionsPerIP:
-		refuse = "421 4.7.0 " + s.Hostname + " too many connections from your address\r\n"
-	}
-	if refuse != "" {
+	if ok, reason := s.conns.Acquire(ip); !ok {
 		s.mu.Unlock()
-		s.Logger.Warn("connection refused", "remote", c.RemoteAddr().String(), "reason", refuse[10:len(refuse)-2])
+		s.Logger.Warn("connection refused", "remote", c.RemoteAddr().String(), "reason", reason)
 		c.SetWriteDeadline(s.Now().Add(10 * time.Second))
-		io.WriteString(c, refuse)
+		io.WriteString(c, "421 4.7.0 "+s.Hostname+" "+reason+", try again later\r\n")
 		c.Close()
 		return
 	}
 	sess := newSession(s, c, ip)
 	s.sessions[sess] = struct{}{}
-	s.perIP[ip]++
 	s.wg.Add(1)
 	s.mu.Unlock()
 	go func() {
@@ -237,10 +205,8 @@ func (s *Server) handle(c net.Conn) {
 		sess.run()
 		s.mu.Lock()
 		delete(s.sessions, sess)
-		if s.perIP[ip]--; s.perIP[ip] <= 0 {
-			delete(s.perIP, ip)
-		}
 		s.mu.Unlock()
+		s.conns.Release(ip)
 	}()
 }
 
@@ -292,15 +258,4 @@ func (s *Server) shuttingDown() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.closing
-}
-
-func remoteIP(a net.Addr) string {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.IP.String()
-	}
-	host, _, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String()
-	}
-	return host
 }

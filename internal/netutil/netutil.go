@@ -1,0 +1,91 @@
+// Package netutil holds what every protocol server (SMTP, IMAP, POP3) does the same way with
+// its listeners: the accept loop with back-off on resource exhaustion, and the count of
+// connections in total and per client address.
+package netutil
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"time"
+)
+
+// AcceptLoop accepts connections on l and hands each to handle until Accept fails for good.
+// A temporary failure (EMFILE, ENFILE: out of file descriptors) is retried with back-off, as
+// net/http does, instead of ending the listener. closed tells whether the server is shutting
+// down, in which case AcceptLoop returns closedErr.
+func AcceptLoop(l net.Listener, closed func() bool, closedErr error, onRetry func(error, time.Duration), handle func(net.Conn)) error {
+	var delay time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if closed() {
+				return closedErr
+			}
+			var te interface{ Temporary() bool }
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.As(err, &te) && te.Temporary() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				if onRetry != nil {
+					onRetry(err, delay)
+				}
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		handle(c)
+	}
+}
+
+// RemoteIP is the client address of a connection without its port ("" kept as given for
+// addresses that have none, such as Unix sockets).
+func RemoteIP(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
+}
+
+// ConnLimit counts open connections in total and per client address.
+type ConnLimit struct {
+	Max, MaxPerIP int
+
+	mu    sync.Mutex
+	total int
+	perIP map[string]int
+}
+
+// Acquire takes a slot for a connection from ip; false (and nothing taken) when a limit is
+// reached, with the reason for the log.
+func (l *ConnLimit) Acquire(ip string) (ok bool, reason string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.total >= l.Max:
+		return false, "too many connections"
+	case l.perIP[ip] >= l.MaxPerIP:
+		return false, "too many connections from your address"
+	}
+	if l.perIP == nil {
+		l.perIP = map[string]int{}
+	}
+	l.total++
+	l.perIP[ip]++
+	return true, ""
+}
+
+// Release gives back a slot taken by Acquire.
+func (l *ConnLimit) Release(ip string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total--
+	if l.perIP[ip]--; l.perIP[ip] <= 0 {
+		delete(l.perIP, ip)
+	}
+}

@@ -1,0 +1,55 @@
+package netutil
+
+import (
+	"errors"
+	"net"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestConnLimit(t *testing.T) {
+	l := &ConnLimit{Max: 3, MaxPerIP: 2}
+	for i, want := range []bool{true, true, false} {
+		if ok, _ := l.Acquire("192.0.2.1"); ok != want {
+			t.Fatalf("acquire %d from one address: %v, want %v", i+1, ok, want)
+		}
+	}
+	if ok, _ := l.Acquire("192.0.2.2"); !ok {
+		t.Fatal("another address refused below the total")
+	}
+	if ok, reason := l.Acquire("192.0.2.3"); ok || reason != "too many connections" {
+		t.Fatalf("over the total: %v %q", ok, reason)
+	}
+	l.Release("192.0.2.1")
+	if ok, _ := l.Acquire("192.0.2.3"); !ok {
+		t.Fatal("a released slot was not reusable")
+	}
+}
+
+// flakyListener fails with EMFILE a few times, then ends.
+type flakyListener struct {
+	net.Listener
+	fails atomic.Int32
+}
+
+func (f *flakyListener) Accept() (net.Conn, error) {
+	if f.fails.Add(1) <= 3 {
+		return nil, &net.OpError{Op: "accept", Err: syscall.EMFILE}
+	}
+	return nil, errors.New("done")
+}
+
+func TestAcceptLoopRetriesTemporaryErrors(t *testing.T) {
+	f := &flakyListener{}
+	retries := 0
+	err := AcceptLoop(f, func() bool { return false }, nil, func(error, time.Duration) { retries++ }, func(net.Conn) {})
+	if err == nil || err.Error() != "done" || retries != 3 {
+		t.Fatalf("err %v after %d retries, want done after 3", err, retries)
+	}
+	closedErr := errors.New("closed")
+	if err := AcceptLoop(f, func() bool { return true }, closedErr, nil, func(net.Conn) {}); err != closedErr {
+		t.Fatalf("closed server: %v", err)
+	}
+}
