@@ -15,9 +15,9 @@ import (
 	"net"
 	"sync"
 	"time"
-	"yubin/internal/netutil"
 
 	"yubin/internal/directory"
+	"yubin/internal/netutil"
 	"yubin/internal/store"
 )
 
