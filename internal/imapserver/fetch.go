@@ -4,8 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/base64"
-	"fmt"
 	"io"
+	"maps"
 	"mime/quotedprintable"
 	"strings"
 
@@ -24,34 +24,14 @@ import (
 // slow client drains its socket.
 const fetchChunk = 256
 
-// meta is what FETCH and SEARCH derive from a message's bytes.
-type meta struct {
-	header  []byte
-	rootEnc []byte // encoded structure, decoded on first use (ENVELOPE and SEARCH need only the header)
-	root    *part
-	fields  headerFields // parsed lazily
-}
-
-func (m *meta) structure() *part {
-	if m.root == nil {
-		root, err := decodeStructure(m.rootEnc)
-		if err != nil {
-			root = &part{Type: "text", Subtype: "plain", BodyStart: int64(len(m.header))}
-		}
-		m.root = root
-	}
-	return m.root
-}
-
-func (m *meta) headerFields() headerFields {
-	if m.fields == nil {
-		m.fields = parseHeaderFields(m.header)
-	}
-	return m.fields
-}
-
 // Fetch implements FETCH and UID FETCH (RFC 9051 6.4.5).
-func (s *session) Fetch(w *goimapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
+func (s *session) Fetch(w *goimapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) (err error) {
+	s.wire.startBatch()
+	defer func() {
+		if e := s.wire.endBatch(); err == nil {
+			err = e
+		}
+	}()
 	v := s.sel
 	refs := v.resolve(numSet)
 	needMeta := options.Envelope || options.BodyStructure != nil
@@ -70,33 +50,110 @@ func (s *session) Fetch(w *goimapserver.FetchWriter, numSet imap.NumSet, options
 		needMeta = true
 	}
 	setSeen = setSeen && !v.readOnly
+	cw := &cacheWriter{s: s, fresh: map[string]store.MessageMeta{}}
+	defer cw.wait()
+	if needMeta && metaColumns(options) == store.MetaEnvelope {
+		return s.fetchEnvelopes(w, refs, options, cw)
+	}
 	for len(refs) > 0 {
 		n := min(fetchChunk, len(refs))
 		chunk := refs[:n]
 		refs = refs[n:]
-		if err := s.fetchChunk(w, chunk, options, needMeta, setSeen); err != nil {
+		if err := s.fetchChunk(w, chunk, options, needMeta, setSeen, cw.fresh); err != nil {
+			return err
+		}
+		if len(cw.fresh) >= cacheBatch {
+			cw.flush()
+		}
+	}
+	return nil
+}
+
+// envChunk is one chunk of a FETCH of envelopes, loaded ahead of writing.
+type envChunk struct {
+	refs    []msgRef
+	entries []store.MessageEntry
+	metas   []*meta
+	fresh   map[string]store.MessageMeta
+	z       zones
+	err     error
+}
+
+// fetchEnvelopes is Fetch for ENVELOPE with any of FLAGS, UID, INTERNALDATE and RFC822.SIZE,
+// which is how clients list a mailbox. It loads (and on first sight parses) the next chunk
+// while it writes the current one, so that parsing a large mailbox the first time overlaps
+// with answering.
+func (s *session) fetchEnvelopes(w *goimapserver.FetchWriter, refs []msgRef, options *imap.FetchOptions, cw *cacheWriter) error {
+	load := func() chan envChunk {
+		if len(refs) == 0 {
+			return nil
+		}
+		n := min(fetchChunk, len(refs))
+		c := envChunk{refs: refs[:n], fresh: map[string]store.MessageMeta{}, z: zones{}}
+		refs = refs[n:]
+		ch := make(chan envChunk, 1)
+		go func() {
+			c.entries, c.metas, c.err = s.envelopeEntries(refUIDs(c.refs), c.z, c.fresh)
+			ch <- c
+		}()
+		return ch
+	}
+	next := load()
+	for next != nil {
+		c := <-next
+		next = load()
+		err := c.err
+		if err != nil {
+			err = s.internal("fetch", err)
+		}
+		maps.Copy(cw.fresh, c.fresh)
+		if len(cw.fresh) >= cacheBatch {
+			cw.flush()
+		}
+		j := 0
+		for _, ref := range c.refs {
+			if err != nil {
+				break
+			}
+			for j < len(c.entries) && c.entries[j].UID < ref.uid {
+				j++
+			}
+			if j == len(c.entries) || c.entries[j].UID != ref.uid {
+				continue // expunged meanwhile
+			}
+			err = s.fetchOne(w, ref, &c.entries[j], c.metas[j], c.z, options, false)
+		}
+		if err != nil {
+			if next != nil {
+				<-next // nothing of the session is used once Fetch returns
+			}
 			return err
 		}
 	}
 	return nil
 }
 
-func (s *session) fetchChunk(w *goimapserver.FetchWriter, refs []msgRef, options *imap.FetchOptions, needMeta, setSeen bool) error {
+func (s *session) fetchChunk(w *goimapserver.FetchWriter, refs []msgRef, options *imap.FetchOptions, needMeta, setSeen bool, fresh map[string]store.MessageMeta) error {
 	v := s.sel
-	infos, err := s.srv.Store.MessagesByUID(s.ctx, v.mbox.ID, refUIDs(refs))
+	var cols store.MetaColumns
+	if needMeta {
+		cols = metaColumns(options)
+	}
+	if len(options.BodySection) > 0 || len(options.BinarySection) > 0 || len(options.BinarySectionSize) > 0 {
+		cols |= store.MetaOpen
+	}
+	z := zones{}
+	var metas []*meta
+	entries, err := s.srv.Store.MessagesWithMeta(s.ctx, v.mbox.ID, refUIDs(refs), cols)
 	if err != nil {
 		return s.internal("fetch", err)
 	}
-	byUID := make(map[uint32]*store.MessageInfo, len(infos))
-	for i := range infos {
-		byUID[infos[i].UID] = &infos[i]
-	}
 	// RFC 9051 6.4.5: fetching a body without .PEEK sets \Seen, and the new flags are
 	// returned with the data.
-	flagsChanged := map[uint32]bool{}
+	var flagsChanged map[uint32]bool
 	if setSeen {
 		var unseen []uint32
-		for _, m := range infos {
+		for _, m := range entries {
 			if !hasFlag(m.Flags, `\Seen`) {
 				unseen = append(unseen, m.UID)
 			}
@@ -107,30 +164,58 @@ func (s *session) fetchChunk(w *goimapserver.FetchWriter, refs []msgRef, options
 				return s.internal("fetch", err)
 			}
 			v.own[modseq] = true
+			flagsChanged = map[uint32]bool{}
+			j := 0
 			for _, c := range changed {
-				if m := byUID[c.UID]; m != nil {
-					m.Flags = c.Flags
+				for j < len(entries) && entries[j].UID < c.UID {
+					j++
+				}
+				if j < len(entries) && entries[j].UID == c.UID {
+					entries[j].Flags = c.Flags
 					flagsChanged[c.UID] = true
 				}
 			}
 		}
 	}
-	var metas map[string]*meta
 	if needMeta {
-		if metas, err = s.loadMeta(infos); err != nil {
+		if metas, err = s.entryMeta(entries, cols, z, fresh); err != nil {
 			return s.internal("fetch", err)
 		}
 	}
+	j := 0
 	for _, ref := range refs {
-		m := byUID[ref.uid]
-		if m == nil {
+		for j < len(entries) && entries[j].UID < ref.uid {
+			j++
+		}
+		if j == len(entries) || entries[j].UID != ref.uid {
 			continue // expunged meanwhile: RFC 9051 allows sending nothing for it
 		}
-		if err := s.fetchOne(w, ref, m, metas[m.MessageID], options, flagsChanged[ref.uid]); err != nil {
+		var md *meta
+		if metas != nil {
+			md = metas[j]
+		}
+		if err := s.fetchOne(w, ref, &entries[j], md, z, options, flagsChanged[ref.uid]); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// metaColumns says which cached columns a FETCH needs.
+func metaColumns(options *imap.FetchOptions) store.MetaColumns {
+	var cols store.MetaColumns
+	if options.Envelope {
+		cols |= store.MetaEnvelope
+	}
+	if options.BodyStructure != nil || len(options.BinarySection) > 0 || len(options.BinarySectionSize) > 0 {
+		cols |= store.MetaStructure
+	}
+	for _, bs := range options.BodySection {
+		if len(bs.Part) > 0 || bs.Specifier != imap.PartSpecifierNone {
+			cols |= store.MetaHeader | store.MetaStructure
+		}
+	}
+	return cols
 }
 
 func hasFlag(flags []string, f string) bool {
@@ -142,65 +227,12 @@ func hasFlag(flags []string, f string) bool {
 	return false
 }
 
-// loadMeta returns the parsed header and structure of each message, from the store's cache
-// or by reading the message once (and then caching it).
-func (s *session) loadMeta(infos []store.MessageInfo) (map[string]*meta, error) {
-	ids := make([]string, 0, len(infos))
-	for _, m := range infos {
-		ids = append(ids, m.MessageID)
-	}
-	cached, err := s.srv.Store.GetMessageMeta(s.ctx, ids)
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string]*meta, len(ids))
-	fresh := map[string]store.MessageMeta{}
-	for _, id := range ids {
-		if _, ok := out[id]; ok {
-			continue
-		}
-		if c, ok := cached[id]; ok {
-			out[id] = &meta{header: c.Header, rootEnc: c.Structure}
-			continue
-		}
-		m, err := s.parseMessage(id)
-		if err != nil {
-			return nil, err
-		}
-		out[id] = m
-		fresh[id] = store.MessageMeta{Header: m.header, Structure: encodeStructure(m.root)}
-	}
-	if len(fresh) > 0 {
-		if err := s.srv.Store.PutMessageMeta(s.ctx, fresh); err != nil {
-			s.log.Warn("imap: caching message structure failed", "err", err)
-		}
-	}
-	return out, nil
-}
-
-func (s *session) parseMessage(id string) (*meta, error) {
-	r, _, err := s.srv.Store.OpenMessage(s.ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	root, err := parseStructure(r)
-	if err != nil {
-		return nil, fmt.Errorf("parse message %s: %w", id, err)
-	}
-	hlen := min(root.BodyStart-root.HdrStart, maxHeaderBytes)
-	header := make([]byte, hlen)
-	if _, err := r.ReadAt(header, root.HdrStart); err != nil && err != io.EOF {
-		return nil, fmt.Errorf("read header of message %s: %w", id, err)
-	}
-	return &meta{header: header, root: root}, nil
-}
-
 // fetchOne writes one FETCH response. Body data is streamed from the blob.
-func (s *session) fetchOne(w *goimapserver.FetchWriter, ref msgRef, m *store.MessageInfo, md *meta, options *imap.FetchOptions, flagsChanged bool) error {
+func (s *session) fetchOne(w *goimapserver.FetchWriter, ref msgRef, e *store.MessageEntry, md *meta, z zones, options *imap.FetchOptions, flagsChanged bool) error {
+	m := &e.MessageInfo
 	var blob store.MessageReader
 	if len(options.BodySection) > 0 || len(options.BinarySection) > 0 || len(options.BinarySectionSize) > 0 {
-		r, _, err := s.srv.Store.OpenMessage(s.ctx, m.MessageID)
+		r, err := e.Open(s.ctx)
 		if err != nil {
 			return s.internal("fetch", err)
 		}
@@ -251,7 +283,7 @@ func (s *session) fetchOne(w *goimapserver.FetchWriter, ref msgRef, m *store.Mes
 		rw.WriteRFC822Size(m.Size)
 	}
 	if options.Envelope {
-		rw.WriteEnvelope(envelope(md.headerFields()))
+		rw.WriteEnvelope(md.envelope(z))
 	}
 	if options.BodyStructure != nil {
 		rw.WriteBodyStructure(s.bodyStructure(md.structure(), blob, m.MessageID))
@@ -395,7 +427,7 @@ func envelope(fields headerFields) *imap.Envelope {
 		h.AddRaw(fields[i].raw)
 	}
 	env := &imap.Envelope{}
-	env.Date, _ = h.Date()
+	env.Date, _ = parseDate(h.Get("Date"))
 	if subj, err := h.Subject(); err == nil {
 		env.Subject = subj
 	} else {

@@ -71,8 +71,14 @@ type lineScanner struct {
 	prevEmpty bool
 }
 
-func newLineScanner(r io.Reader) *lineScanner {
-	return &lineScanner{br: bufio.NewReaderSize(r, scanBufSize), nextBOL: true}
+// newLineScanner reads r through a buffer fitted to size (0: unknown), so that parsing many
+// small messages does not allocate scanBufSize for each.
+func newLineScanner(r io.Reader, size int64) *lineScanner {
+	n := scanBufSize
+	if size > 0 && size < scanBufSize {
+		n = max(int(size)+1, 512)
+	}
+	return &lineScanner{br: bufio.NewReaderSize(r, n), nextBOL: true}
 }
 
 // next makes the next line current; false at the end of input.
@@ -187,7 +193,12 @@ func (sc *lineScanner) boundaryOf(bounds []string) (int, bool, bool) {
 
 // parseStructure reads a whole message and returns its MIME tree.
 func parseStructure(r io.Reader) (*part, error) {
-	sc := newLineScanner(r)
+	return parseStructureSize(r, 0)
+}
+
+// parseStructureSize is parseStructure for a message of about size bytes (0: unknown).
+func parseStructureSize(r io.Reader, size int64) (*part, error) {
+	sc := newLineScanner(r, size)
 	root, _ := sc.parsePart(nil, 0, "")
 	if sc.err != nil && !errors.Is(sc.err, io.EOF) {
 		return nil, sc.err

@@ -26,6 +26,13 @@ import (
 func (s *session) Search(kind goimapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (*imap.SearchData, error) {
 	v := s.sel
 	refs := v.resolve(imap.SeqSet{imap.SeqRange{Start: 1, Stop: 0}})
+	if needles := headerNeedles(criteria); len(needles) > 0 && len(refs) > 0 {
+		cand, err := s.srv.Store.SearchCandidates(s.ctx, v.mbox.ID, needles)
+		if err != nil {
+			return nil, s.internal("search", err)
+		}
+		refs = keepUIDs(refs, cand)
+	}
 	infos, err := s.srv.Store.MessagesByUID(s.ctx, v.mbox.ID, refUIDs(refs))
 	if err != nil {
 		return nil, s.internal("search", err)
@@ -36,7 +43,7 @@ func (s *session) Search(kind goimapserver.NumKind, criteria *imap.SearchCriteri
 	}
 	e := &searchEval{s: s, metas: map[string]*meta{}}
 	if needsHeader(criteria) {
-		ms, err := s.loadMeta(infos)
+		ms, err := s.loadMeta(infos, needsBody(criteria))
 		if err != nil {
 			return nil, s.internal("search", err)
 		}
@@ -84,6 +91,55 @@ func (s *session) Search(kind goimapserver.NumKind, criteria *imap.SearchCriteri
 		}
 	}
 	return data, nil
+}
+
+// headerNeedles returns the lower-cased values of the HEADER keys every match must satisfy (the
+// top level of the criteria is an AND), for the store to find candidates by (see searchText).
+// Empty values (any message with the field) and values with a line break are left to the
+// exact check alone.
+func headerNeedles(c *imap.SearchCriteria) [][]byte {
+	var out [][]byte
+	for _, hf := range c.Header {
+		if hf.Value == "" || strings.ContainsAny(hf.Value, "\r\n") {
+			continue
+		}
+		out = append(out, []byte(strings.ToLower(hf.Value)))
+	}
+	return out
+}
+
+// keepUIDs returns the refs (in UID order) whose UIDs are in uids (ascending).
+func keepUIDs(refs []msgRef, uids []uint32) []msgRef {
+	out := refs[:0:0]
+	j := 0
+	for _, r := range refs {
+		for j < len(uids) && uids[j] < r.uid {
+			j++
+		}
+		if j < len(uids) && uids[j] == r.uid {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// needsBody reports whether the criteria read message text (BODY, TEXT), which needs the
+// MIME structure.
+func needsBody(c *imap.SearchCriteria) bool {
+	if len(c.Body) > 0 || len(c.Text) > 0 {
+		return true
+	}
+	for i := range c.Not {
+		if needsBody(&c.Not[i]) {
+			return true
+		}
+	}
+	for i := range c.Or {
+		if needsBody(&c.Or[i][0]) || needsBody(&c.Or[i][1]) {
+			return true
+		}
+	}
+	return false
 }
 
 func needsHeader(c *imap.SearchCriteria) bool {

@@ -51,8 +51,11 @@ type Store interface {
 	GetMailboxStatus(ctx context.Context, accountID int64, name string) (store.MailboxStatus, error)
 
 	SnapshotMailbox(ctx context.Context, accountID int64, name string) (store.MailboxSnapshot, error)
+	FirstUnseen(ctx context.Context, mailboxID int64) (uint32, error)
 	ChangesSince(ctx context.Context, mailboxID int64, since uint64) (store.MailboxChanges, error)
 	MessagesByUID(ctx context.Context, mailboxID int64, uids []uint32) ([]store.MessageInfo, error)
+	MessagesWithMeta(ctx context.Context, mailboxID int64, uids []uint32, cols store.MetaColumns) ([]store.MessageEntry, error)
+	SearchCandidates(ctx context.Context, mailboxID int64, needles [][]byte) ([]uint32, error)
 	StoreFlags(ctx context.Context, mailboxID int64, uids []uint32, op store.FlagOp, flags []string) ([]store.MessageInfo, uint64, error)
 	Expunge(ctx context.Context, mailboxID int64, uids []uint32) ([]uint32, uint64, error)
 	CopyMessages(ctx context.Context, srcID int64, uids []uint32, dstID int64) (store.CopyResult, error)
@@ -121,6 +124,8 @@ type Server struct {
 	Limits            Limits
 
 	initOnce sync.Once
+	uids     uidCache
+	envs     envCache
 	lib      *goimapserver.Server
 	handoff  *handoffListener
 	limits   Limits

@@ -44,7 +44,7 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 	}
 	// Subscribe first: a change committed after the snapshot always wakes IDLE.
 	notes, cancel := s.srv.Store.Subscribe(s.account.ID)
-	snap, err := s.srv.Store.SnapshotMailbox(s.ctx, s.account.ID, n)
+	snap, err := s.srv.snapshot(s.ctx, s.account.ID, n)
 	if err != nil {
 		cancel()
 		if errors.Is(err, store.ErrNotFound) {

@@ -50,6 +50,13 @@ type wireConn struct {
 	closed       bool
 	pendingOut   []byte // start of an unfinished output line, while capabilities are rewritten
 
+	// While batching (a FETCH or STORE that answers many messages), output is collected and
+	// written in batchMax pieces: go-imap flushes after every response line, which would cost
+	// a write system call per message.
+	batching bool
+	batch    []byte
+	batchErr error
+
 	// Set by Write while a literal's fate is pending.
 	litPending bool
 	litCont    bool // a "+" continuation was written
@@ -428,6 +435,9 @@ func (w *wireConn) Write(p []byte) (int, error) {
 		}
 	}
 	if w.tlsActive || w.authed || (w.tlsConfig == nil && w.insecureAuth) {
+		if w.batching {
+			return w.batchWrite(p)
+		}
 		return w.conn.Write(p)
 	}
 	// Before TLS: rewrite capability lists, a whole line at a time.
@@ -450,6 +460,56 @@ func (w *wireConn) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// batchMax is how much output a batch collects before writing it.
+const batchMax = 64 << 10
+
+// batchWrite adds p to the batch, writing the batch out when it is full. w.mu is held.
+func (w *wireConn) batchWrite(p []byte) (int, error) {
+	if w.batchErr != nil {
+		return 0, w.batchErr
+	}
+	w.batch = append(w.batch, p...)
+	if len(w.batch) >= batchMax {
+		if _, err := w.conn.Write(w.batch); err != nil {
+			w.batchErr = err
+			return 0, err
+		}
+		w.batch = w.batch[:0]
+	}
+	return len(p), nil
+}
+
+// startBatch collects output until endBatch.
+func (w *wireConn) startBatch() {
+	w.mu.Lock()
+	w.batching = true
+	w.mu.Unlock()
+}
+
+// endBatch writes what the batch holds and ends it. The library has cleared its write deadline
+// by then, so the last write gets one of its own, like a response's.
+func (w *wireConn) endBatch() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.batching = false
+	err := w.batchErr
+	if err == nil && len(w.batch) > 0 {
+		w.raw.SetWriteDeadline(time.Now().Add(batchWriteTimeout))
+		_, err = w.conn.Write(w.batch)
+		w.raw.SetWriteDeadline(time.Time{})
+	}
+	w.batchErr = nil
+	if cap(w.batch) > batchMax*2 {
+		w.batch = nil
+	} else {
+		w.batch = w.batch[:0]
+	}
+	return err
+}
+
+// batchWriteTimeout bounds the last write of a batch (go-imap gives a response 30 seconds).
+const batchWriteTimeout = 30 * time.Second
 
 // rewriteCaps adds the pre-TLS capabilities to a greeting or CAPABILITY line.
 func (w *wireConn) rewriteCaps(line []byte) []byte {

@@ -15,7 +15,13 @@ import (
 
 // Store implements STORE and UID STORE (RFC 9051 6.4.6). Flags are kept in standard case.
 // After EXAMINE it is refused (go-imap leaves that to the backend, upstream #672).
-func (s *session) Store(w *goimapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) error {
+func (s *session) Store(w *goimapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) (err error) {
+	s.wire.startBatch()
+	defer func() {
+		if e := s.wire.endBatch(); err == nil {
+			err = e
+		}
+	}()
 	v := s.sel
 	if v.readOnly {
 		return s.readOnlyError()

@@ -29,7 +29,10 @@ func fillMailbox(b *testing.B, s *Store, acct int64, n int) Mailbox {
 				return err
 			}
 			search := fmt.Sprintf("sender %d <sender%d@example.net>\nbenchmark message %d about lorem\n<bench%d@example.net>\n", i%50, i%50, i, i)
-			if _, err := tx.Exec(`INSERT INTO message_meta (message_id, header, structure, envelope, search) VALUES (?, ?, x'7b7d', ?, ?)`, id, make([]byte, 400), make([]byte, 150), search); err != nil {
+			if _, err := tx.Exec(`INSERT INTO message_meta (message_id, size, header, structure, envelope, search) VALUES (?, 100, ?, x'7b7d', ?, ?)`, id, make([]byte, 400), make([]byte, 150), search); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(`INSERT INTO mailbox_search (mailbox_id, uid, search) VALUES (?, ?, ?)`, inbox.ID, i, search); err != nil {
 				return err
 			}
 		}
@@ -82,6 +85,53 @@ func BenchmarkSearchCandidates(b *testing.B) {
 		c, err := s.SearchCandidates(ctx, inbox.ID, [][]byte{[]byte("<bench6666@example.net>")})
 		if err != nil || len(c) != 1 {
 			b.Fatal(c, err)
+		}
+	}
+}
+
+func BenchmarkPutMessageMeta(b *testing.B) {
+	s, _, inbox := benchStore(b)
+	ctx := context.Background()
+	var ids []string
+	rows, _ := s.r.QueryContext(ctx, `SELECT message_id FROM mailbox_messages WHERE mailbox_id = ? ORDER BY uid LIMIT 2048`, inbox.ID)
+	for rows.Next() {
+		var id string
+		rows.Scan(&id)
+		ids = append(ids, id)
+	}
+	rows.Close()
+	metas := map[string]MessageMeta{}
+	for _, id := range ids {
+		metas[id] = MessageMeta{Header: make([]byte, 400), Structure: make([]byte, 150), Envelope: make([]byte, 200), Search: make([]byte, 200)}
+	}
+	for b.Loop() {
+		b.StopTimer()
+		if _, err := s.w.Exec(`DELETE FROM message_meta; DELETE FROM mailbox_search`); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if err := s.PutMessageMeta(ctx, metas); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkMessagesWithEnvelopeUncached(b *testing.B) {
+	s, _, inbox := benchStore(b)
+	ctx := context.Background()
+	if _, err := s.w.Exec(`DELETE FROM message_meta`); err != nil {
+		b.Fatal(err)
+	}
+	uids := make([]uint32, 256)
+	for b.Loop() {
+		for first := uint32(1); first <= 10000; first += 256 {
+			uids = uids[:0]
+			for u := first; u < first+256 && u <= 10000; u++ {
+				uids = append(uids, u)
+			}
+			if _, err := s.MessagesWithMeta(ctx, inbox.ID, uids, MetaEnvelope); err != nil {
+				b.Fatal(err)
+			}
 		}
 	}
 }

@@ -102,7 +102,7 @@ func (s *Store) SnapshotMailbox(ctx context.Context, accountID int64, name strin
 		return MailboxSnapshot{}, fmt.Errorf("snapshot mailbox %q: %w", name, err)
 	}
 	var unseen int64
-	err = tx.QueryRowContext(ctx, `SELECT uid FROM mailbox_messages WHERE mailbox_id = ? AND `+unseenCond+` ORDER BY uid LIMIT 1`, m.ID).Scan(&unseen)
+	err = tx.QueryRowContext(ctx, firstUnseenQuery, m.ID).Scan(&unseen)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
@@ -115,6 +115,24 @@ func (s *Store) SnapshotMailbox(ctx context.Context, accountID int64, name strin
 	snap.Messages = len(snap.UIDs)
 	return snap, nil
 }
+
+// FirstUnseen returns the UID of the first entry without \Seen, or 0 (one row of the partial
+// index mailbox_messages_unseen).
+func (s *Store) FirstUnseen(ctx context.Context, mailboxID int64) (uint32, error) {
+	var uid int64
+	err := s.r.QueryRowContext(ctx, firstUnseenQuery, mailboxID).Scan(&uid)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("first unseen in mailbox %d: %w", mailboxID, err)
+	}
+	return uint32(uid), nil
+}
+
+// firstUnseenQuery names the index: without statistics SQLite would rather walk the primary
+// key in UID order, testing every row, which is a full scan when every message is seen.
+const firstUnseenQuery = `SELECT uid FROM mailbox_messages INDEXED BY mailbox_messages_unseen WHERE mailbox_id = ? AND ` + unseenCond + ` ORDER BY uid LIMIT 1`
 
 // unseenCond is the condition of the partial index mailbox_messages_unseen; a query must
 // state it exactly for SQLite to use the index. Flags are stored in standard case and a
@@ -231,10 +249,11 @@ func (s *Store) MessagesByUID(ctx context.Context, mailboxID int64, uids []uint3
 	if len(uids) == 0 {
 		return nil, nil
 	}
+	where, args := uidCond(mailboxID, uids)
 	rows, err := s.r.QueryContext(ctx, `
 		SELECT mm.uid, mm.message_id, m.size, mm.flags, mm.modseq, mm.internal_date
 		FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id
-		WHERE mm.mailbox_id = ? AND mm.uid BETWEEN ? AND ? ORDER BY mm.uid`, mailboxID, uids[0], uids[len(uids)-1])
+		WHERE `+where+` ORDER BY mm.uid`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("messages of mailbox %d: %w", mailboxID, err)
 	}
@@ -532,6 +551,10 @@ func copyTx(ctx context.Context, tx *sql.Tx, srcID int64, uids []uint32, dstID i
 		uid := uint32(first) + uint32(i)
 		if _, err := tx.ExecContext(ctx, `INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, modseq, internal_date) VALUES (?, ?, ?, ?, ?, ?)`,
 			dstID, uid, r.messageID, r.flags, modseq, r.internalDate); err != nil {
+			return res, 0, err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO mailbox_search (mailbox_id, uid, search) SELECT ?, ?, search FROM mailbox_search WHERE mailbox_id = ? AND uid = ?`,
+			dstID, uid, srcID, r.uid); err != nil {
 			return res, 0, err
 		}
 		res.SourceUIDs = append(res.SourceUIDs, r.uid)

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -31,6 +33,9 @@ const (
 	// MetaOpen: the caller will open every entry's message (Open), not only the ones
 	// not parsed yet.
 	MetaOpen
+	// MetaEntryOnly: only the mailbox's own rows are read (Size is 0, nothing is Cached),
+	// for a caller that keeps sizes and envelopes itself.
+	MetaEntryOnly
 )
 
 // MessageEntry is a mailbox entry with its cached parse.
@@ -69,21 +74,32 @@ func (s *Store) MessagesWithMeta(ctx context.Context, mailboxID int64, uids []ui
 	if len(uids) == 0 {
 		return nil, nil
 	}
-	// A small message's bytes are read along only when it will be opened: to be parsed, or
-	// because the caller asked (MetaOpen). Without cached columns, message_meta is not read.
-	sel := []string{"mt.message_id IS NOT NULL", "m.blob_path", "NULL"}
-	join := "LEFT JOIN message_meta mt ON mt.message_id = mm.message_id"
-	switch {
-	case cols&^MetaOpen == 0:
-		sel[0], join = "0", ""
+	// Cached entries take everything from message_meta (one lookup each). A small message's
+	// bytes are read along only when it will be opened: to be parsed, or because the caller
+	// asked (MetaOpen). Without cached columns, message_meta is not read.
+	var from, size, rel, data, cached string
+	if cols == MetaEntryOnly {
+		from = "mailbox_messages mm"
+		size, rel, cached, data = "0", "''", "0", "NULL"
+	} else if cols&^MetaOpen == 0 {
+		from = "mailbox_messages mm JOIN messages m ON m.id = mm.message_id"
+		size, rel, cached, data = "m.size", "m.blob_path", "0", "NULL"
 		if cols&MetaOpen != 0 {
-			sel[2] = "CASE WHEN m.blob_path = '' THEN m.data END"
+			data = "CASE WHEN m.blob_path = '' THEN m.data END"
 		}
-	case cols&MetaOpen != 0:
-		sel[2] = "CASE WHEN m.blob_path = '' THEN m.data END"
-	default:
-		sel[2] = "CASE WHEN m.blob_path = '' AND mt.message_id IS NULL THEN m.data END"
+	} else {
+		// messages is joined only for the entries that will be opened.
+		open := "mt.message_id IS NULL"
+		if cols&MetaOpen != 0 {
+			open = "1"
+		}
+		from = "mailbox_messages mm LEFT JOIN message_meta mt ON mt.message_id = mm.message_id LEFT JOIN messages m ON " + open + " AND m.id = mm.message_id"
+		size = "COALESCE(mt.size, m.size)"
+		cached = "mt.message_id IS NOT NULL"
+		rel = "COALESCE(m.blob_path, '')"
+		data = "CASE WHEN m.blob_path = '' THEN m.data END"
 	}
+	sel := []string{size, cached, rel, data}
 	for _, c := range []struct {
 		bit  MetaColumns
 		name string
@@ -94,10 +110,10 @@ func (s *Store) MessagesWithMeta(ctx context.Context, mailboxID int64, uids []ui
 			sel = append(sel, "NULL")
 		}
 	}
+	where, args := uidCond(mailboxID, uids)
 	rows, err := s.r.QueryContext(ctx, `
-		SELECT mm.uid, mm.message_id, m.size, mm.flags, mm.modseq, mm.internal_date, `+strings.Join(sel, ", ")+`
-		FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id `+join+`
-		WHERE mm.mailbox_id = ? AND mm.uid BETWEEN ? AND ? ORDER BY mm.uid`, mailboxID, uids[0], uids[len(uids)-1])
+		SELECT mm.uid, mm.message_id, mm.flags, mm.modseq, mm.internal_date, `+strings.Join(sel, ", ")+`
+		FROM `+from+` WHERE `+where+` ORDER BY mm.uid`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("messages of mailbox %d: %w", mailboxID, err)
 	}
@@ -108,7 +124,7 @@ func (s *Store) MessagesWithMeta(ctx context.Context, mailboxID int64, uids []ui
 	for rows.Next() {
 		var e MessageEntry
 		var uid, modseq, date int64
-		if err := rows.Scan(&uid, &e.MessageID, &e.Size, fs, &modseq, &date, &e.Cached, &e.rel, &e.data, &e.Meta.Header, &e.Meta.Structure, &e.Meta.Envelope); err != nil {
+		if err := rows.Scan(&uid, &e.MessageID, fs, &modseq, &date, &e.Size, &e.Cached, &e.rel, &e.data, &e.Meta.Header, &e.Meta.Structure, &e.Meta.Envelope); err != nil {
 			return nil, fmt.Errorf("messages of mailbox %d: %w", mailboxID, err)
 		}
 		for i < len(uids) && uids[i] < uint32(uid) {
@@ -121,7 +137,7 @@ func (s *Store) MessagesWithMeta(ctx context.Context, mailboxID int64, uids []ui
 			continue
 		}
 		e.UID, e.ModSeq, e.InternalDate, e.Flags = uint32(uid), uint64(modseq), fromUnix(date), fs.flags
-		e.s, e.canOpen = s, cols&MetaOpen != 0 || (cols&^MetaOpen != 0 && !e.Cached)
+		e.s, e.canOpen = s, cols&MetaOpen != 0 || (cols&^MetaOpen != 0 && cols != MetaEntryOnly && !e.Cached)
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {
@@ -129,6 +145,25 @@ func (s *Store) MessagesWithMeta(ctx context.Context, mailboxID int64, uids []ui
 	}
 	return out, nil
 }
+
+// uidCond selects the entries of uids (ascending) from mailbox_messages mm: a range when
+// they are dense (1:*), and a list when they are sparse, so that fetching 100 messages spread
+// over a large mailbox does not read every row in between.
+func uidCond(mailboxID int64, uids []uint32) (string, []any) {
+	lo, hi := uids[0], uids[len(uids)-1]
+	if len(uids) > maxUIDList || uint64(len(uids))*2 > uint64(hi-lo)+1 {
+		return "mm.mailbox_id = ? AND mm.uid BETWEEN ? AND ?", []any{mailboxID, lo, hi}
+	}
+	args := make([]any, 0, len(uids)+1)
+	args = append(args, mailboxID)
+	for _, u := range uids {
+		args = append(args, u)
+	}
+	return "mm.mailbox_id = ? AND mm.uid IN (?" + strings.Repeat(",?", len(uids)-1) + ")", args
+}
+
+// maxUIDList bounds the parameters of one query (SQLite allows 32766).
+const maxUIDList = 1000
 
 // flagScan splits a flags column, sharing the slice of the previous row when the text is the
 // same: in a large mailbox most messages have one of a few flag sets, and a FETCH FLAGS of
@@ -192,29 +227,51 @@ func (s *Store) GetMessageMeta(ctx context.Context, ids []string) (map[string]Me
 }
 
 // PutMessageMeta caches parses of messages; existing entries are kept (a message's bytes never
-// change, so neither does its parse). Messages deleted meanwhile are skipped.
+// change, so neither does its parse), except that an empty Structure (not parsed yet: the
+// protocol layer may read only the header) is filled in. Messages deleted meanwhile are skipped. Every mailbox
+// entry of the message gets its search text (mailbox_search).
 func (s *Store) PutMessageMeta(ctx context.Context, metas map[string]MessageMeta) error {
 	if len(metas) == 0 {
 		return nil
 	}
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
-		st, err := tx.PrepareContext(ctx, `INSERT INTO message_meta (message_id, header, structure, envelope, search)
-			SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM messages WHERE id = ?) ON CONFLICT DO NOTHING`)
-		if err != nil {
-			return err
-		}
-		defer st.Close()
-		for id, m := range metas {
-			if _, err := st.ExecContext(ctx, id, nonNil(m.Header), nonNil(m.Structure), nonNil(m.Envelope), nonNil(m.Search), id); err != nil {
-				return err
-			}
-		}
-		return nil
+	// A cache need not survive a power failure: the write skips the fsync when it commits
+	// alone, and otherwise shares the committer's. It is idempotent, as groupTx requires.
+	err := s.groupTxLazy(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		return putMetaTx(ctx, tx, metas)
 	})
 	if err != nil {
 		return fmt.Errorf("cache message meta: %w", err)
 	}
 	return nil
+}
+
+// putMetaTx writes cache entries in tx (PutMessageMeta). It is also what a commit would
+// call to cache a message parsed at delivery, after the message's mailbox rows.
+func putMetaTx(ctx context.Context, tx *sql.Tx, metas map[string]MessageMeta) error {
+	st, err := tx.PrepareContext(ctx, `INSERT INTO message_meta (message_id, size, envelope, structure, search, header)
+		SELECT id, size, ?, ?, ?, ? FROM messages WHERE id = ?
+		ON CONFLICT (message_id) DO UPDATE SET structure = excluded.structure
+		WHERE length(message_meta.structure) = 0 AND length(excluded.structure) > 0`)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ids := make([]string, 0, len(metas))
+	for id, m := range metas {
+		if _, err := st.ExecContext(ctx, nonNil(m.Envelope), nonNil(m.Structure), nonNil(m.Search), nonNil(m.Header), id); err != nil {
+			return err
+		}
+		ids = append(ids, id)
+	}
+	// One statement gives every entry of these messages its search text.
+	list, err := json.Marshal(ids)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `INSERT OR IGNORE INTO mailbox_search (mailbox_id, uid, search)
+		SELECT mm.mailbox_id, mm.uid, mt.search FROM json_each(?) j
+		JOIN mailbox_messages mm ON mm.message_id = j.value JOIN message_meta mt ON mt.message_id = j.value`, string(list))
+	return err
 }
 
 func nonNil(b []byte) []byte {
@@ -224,20 +281,40 @@ func nonNil(b []byte) []byte {
 	return b
 }
 
-// SearchCandidates returns the UIDs (ascending) of a mailbox's entries whose cached Search
+// SearchCandidates returns the UIDs (ascending) of a mailbox's entries whose cached search
 // text contains every needle as bytes, and of the entries not parsed yet: a superset of the
 // messages a header SEARCH can match, which the caller then checks exactly. The scan runs
-// inside SQLite, so a SEARCH HEADER over a large mailbox reads no rows into Go but the
-// candidates.
+// inside SQLite over mailbox_search in key order, so a SEARCH HEADER over a large mailbox
+// reads no rows into Go but the candidates.
 func (s *Store) SearchCandidates(ctx context.Context, mailboxID int64, needles [][]byte) ([]uint32, error) {
-	q := `SELECT mm.uid FROM mailbox_messages mm LEFT JOIN message_meta mt ON mt.message_id = mm.message_id
-		WHERE mm.mailbox_id = ? AND (mt.search IS NULL OR (1`
+	missing, err := s.searchMissing(ctx, mailboxID)
+	if err != nil {
+		return nil, fmt.Errorf("search mailbox %d: %w", mailboxID, err)
+	}
+	if missing > 0 {
+		// Entries whose message was parsed but that have no search row yet (say, made
+		// before the parse was cached): copy the message's text to them.
+		err := s.groupTxLazy(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO mailbox_search (mailbox_id, uid, search)
+				SELECT mm.mailbox_id, mm.uid, mt.search FROM mailbox_messages mm JOIN message_meta mt ON mt.message_id = mm.message_id
+				WHERE mm.mailbox_id = ? AND NOT EXISTS (SELECT 1 FROM mailbox_search ms WHERE ms.mailbox_id = mm.mailbox_id AND ms.uid = mm.uid)`, mailboxID)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("search mailbox %d: %w", mailboxID, err)
+		}
+	}
+	q := `SELECT uid FROM mailbox_search WHERE mailbox_id = ?`
 	args := []any{mailboxID}
 	for _, n := range needles {
-		q += ` AND instr(mt.search, ?) > 0`
+		q += ` AND instr(search, ?) > 0`
 		args = append(args, n)
 	}
-	q += `)) ORDER BY mm.uid`
+	if missing > 0 {
+		q += ` UNION ALL SELECT mm.uid FROM mailbox_messages mm WHERE mm.mailbox_id = ?
+			AND NOT EXISTS (SELECT 1 FROM mailbox_search ms WHERE ms.mailbox_id = mm.mailbox_id AND ms.uid = mm.uid)`
+		args = append(args, mailboxID)
+	}
 	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("search mailbox %d: %w", mailboxID, err)
@@ -254,5 +331,16 @@ func (s *Store) SearchCandidates(ctx context.Context, mailboxID int64, needles [
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("search mailbox %d: %w", mailboxID, err)
 	}
-	return out, nil
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// searchMissing counts the entries of a mailbox without a search row. Every search row
+// belongs to an entry (the foreign key), so equal counts mean none is missing, and two
+// counts over the primary keys are all a fully cached mailbox costs.
+func (s *Store) searchMissing(ctx context.Context, mailboxID int64) (int64, error) {
+	var n int64
+	err := s.r.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM mailbox_messages WHERE mailbox_id = ?) - (SELECT COUNT(*) FROM mailbox_search WHERE mailbox_id = ?)`,
+		mailboxID, mailboxID).Scan(&n)
+	return n, err
 }

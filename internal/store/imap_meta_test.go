@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -37,7 +38,7 @@ func TestSnapshotUIDsAndFirstUnseen(t *testing.T) {
 		t.Errorf("last unseen: first unseen %d", snap.FirstUnseen)
 	}
 	var plan strings.Builder
-	rows, err := s.r.QueryContext(ctx, `EXPLAIN QUERY PLAN SELECT uid FROM mailbox_messages WHERE mailbox_id = ? AND `+unseenCond+` ORDER BY uid LIMIT 1`, inbox.ID)
+	rows, err := s.r.QueryContext(ctx, `EXPLAIN QUERY PLAN `+firstUnseenQuery, inbox.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +61,16 @@ func TestMessagesWithMetaAndCandidates(t *testing.T) {
 	ctx := context.Background()
 	s := newTestStore(t, Options{})
 	a := mustAccount(t, s, "ana@example.org")
-	deliverN(t, s, a.ID, 4)
+	deliverN(t, s, a.ID, 3)
+	// The fourth is stored inside the database (a buffered blob), the others as files.
+	b, err := s.NewBufferedBlob()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Write([]byte("Subject: inline\r\n\r\nsmall\r\n"))
+	if err := s.Deliver(ctx, &Commit{Blob: b, Recipients: []Recipient{local(a.ID)}}); err != nil {
+		t.Fatal(err)
+	}
 	inbox, _ := s.GetMailbox(ctx, a.ID, "INBOX")
 	all, _ := s.MessagesByUID(ctx, inbox.ID, []uint32{1, 2, 3, 4})
 	s.StoreFlags(ctx, inbox.ID, []uint32{2}, FlagsAdd, []string{`\Flagged`})
@@ -81,6 +91,30 @@ func TestMessagesWithMetaAndCandidates(t *testing.T) {
 	if es[1].Cached || es[1].UID != 4 || es[1].Meta.Envelope != nil {
 		t.Errorf("entry 4: %+v", es[1])
 	}
+	// Open reads the same bytes as OpenMessage, with or without MetaOpen, cached or not.
+	for _, cols := range []MetaColumns{0, MetaOpen, MetaEnvelope, MetaEnvelope | MetaOpen} {
+		es, err := s.MessagesWithMeta(ctx, inbox.ID, []uint32{1, 2, 3, 4}, cols)
+		if err != nil || len(es) != 4 {
+			t.Fatalf("cols %b: %+v %v", cols, es, err)
+		}
+		for i, e := range es {
+			if e.Size != all[i].Size || e.MessageID != all[i].MessageID {
+				t.Errorf("cols %b, entry %d: size %d id %s, want %d %s", cols, e.UID, e.Size, e.MessageID, all[i].Size, all[i].MessageID)
+			}
+			r, err := e.Open(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(r)
+			r.Close()
+			r2, _, _ := s.OpenMessage(ctx, e.MessageID)
+			want, _ := io.ReadAll(r2)
+			r2.Close()
+			if string(got) != string(want) || len(want) == 0 {
+				t.Errorf("cols %b, entry %d: Open read %q, want %q", cols, e.UID, got, want)
+			}
+		}
+	}
 	for _, c := range []struct {
 		needles []string
 		want    []uint32
@@ -99,5 +133,72 @@ func TestMessagesWithMetaAndCandidates(t *testing.T) {
 		if err != nil || !slices.Equal(got, c.want) {
 			t.Errorf("candidates %q = %v %v, want %v", c.needles, got, err, c.want)
 		}
+	}
+
+	// The search rows follow the entries: COPY copies them, expunging and MOVE remove them,
+	// and rows lost some other way are rebuilt from message_meta.
+	work, _ := s.CreateMailbox(ctx, a.ID, "Work", "")
+	if _, err := s.CopyMessages(ctx, inbox.ID, []uint32{1, 2, 4}, work.ID); err != nil {
+		t.Fatal(err)
+	}
+	s.StoreFlags(ctx, inbox.ID, []uint32{2}, FlagsAdd, []string{`\Deleted`})
+	s.Expunge(ctx, inbox.ID, nil)
+	if _, err := s.MoveMessages(ctx, inbox.ID, []uint32{3}, work.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.w.ExecContext(ctx, `DELETE FROM mailbox_search WHERE mailbox_id = ? AND uid = 1`, work.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		mbox   int64
+		needle string
+		want   []uint32
+	}{
+		{inbox.ID, "beta", []uint32{1, 4}},
+		{inbox.ID, "gamma", []uint32{4}},
+		{work.ID, "beta", []uint32{1, 2, 3}},
+		{work.ID, "gamma", []uint32{2, 3, 4}},
+	} {
+		got, err := s.SearchCandidates(ctx, c.mbox, [][]byte{[]byte(c.needle)})
+		if err != nil || !slices.Equal(got, c.want) {
+			t.Errorf("mailbox %d: candidates %q = %v %v, want %v", c.mbox, c.needle, got, err, c.want)
+		}
+	}
+	var rows int
+	s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM mailbox_search`).Scan(&rows)
+	if missing, _ := s.searchMissing(ctx, work.ID); missing != 1 || rows != 4 {
+		t.Errorf("after search: %d missing in Work (want 1: the unparsed message), %d rows (want 4)", missing, rows)
+	}
+	if err := s.DeleteMailbox(ctx, a.ID, "Work"); err != nil {
+		t.Fatal(err)
+	}
+	s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM mailbox_search`).Scan(&rows)
+	if rows != 1 {
+		t.Errorf("after deleting Work: %d search rows, want 1", rows)
+	}
+}
+
+// An empty cached structure (the header was parsed alone) is filled in later; anything else
+// cached stays as first written.
+func TestMessageMetaStructureFill(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newTestStore(t, Options{})
+	a := mustAccount(t, s, "ana@example.org")
+	deliverN(t, s, a.ID, 1)
+	ms, _ := s.ListMessages(ctx, a.ID, "INBOX")
+	id := ms[0].MessageID
+	for _, m := range []MessageMeta{
+		{Header: []byte("h1"), Envelope: []byte("e1"), Search: []byte("s1")},
+		{Header: []byte("h2"), Structure: []byte("st2"), Envelope: []byte("e2"), Search: []byte("s2")},
+		{Header: []byte("h3"), Structure: []byte("st3"), Envelope: []byte("e3"), Search: []byte("s3")},
+	} {
+		if err := s.PutMessageMeta(ctx, map[string]MessageMeta{id: m}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.GetMessageMeta(ctx, []string{id})
+	if m := got[id]; err != nil || string(m.Header) != "h1" || string(m.Structure) != "st2" || string(m.Envelope) != "e1" || string(m.Search) != "s1" {
+		t.Errorf("meta %+v %v", got, err)
 	}
 }
