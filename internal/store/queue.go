@@ -277,8 +277,12 @@ func (s *Store) NextQueueAttempt(ctx context.Context) (next time.Time, ok bool, 
 func (s *Store) UpdateQueue(ctx context.Context, ups []QueueUpdate) error {
 	var paths []string
 	// Delivery results arrive from many deliveries at once: they share the committer's
-	// transactions (one fsync for many results) instead of one transaction each.
-	err := s.groupTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	// transactions instead of one transaction each. They need no fsync of their own: a
+	// result lost in a power failure (not in a crash of yubin: the WAL is written before the
+	// commit returns) means a message delivered again or retried early, the same as Postfix
+	// after its unsynced unlink of a delivered queue file. Everything that must not be lost
+	// (the message, a bounce) is committed with an fsync before the result is written.
+	err := s.groupTxLazy(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		paths = paths[:0]
 		var msgs []string
 		seen := map[string]bool{}
