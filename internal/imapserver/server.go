@@ -34,6 +34,7 @@ import (
 	goimapserver "github.com/emersion/go-imap/v2/imapserver"
 
 	"yubin/internal/directory"
+	"yubin/internal/netutil"
 	"yubin/internal/store"
 )
 
@@ -135,8 +136,8 @@ type Server struct {
 	closed    bool
 	listeners map[net.Listener]struct{}
 	conns     map[*session]struct{}
-	perIP     map[string]int
-	total     int
+	limit     netutil.ConnLimit // admission: in total and per client address
+	total     int               // open connections, for Shutdown
 	nextID    uint64
 	done      chan struct{} // closed when the last connection ends after Shutdown
 }
@@ -150,7 +151,7 @@ func (s *Server) init() {
 		}
 		s.listeners = map[net.Listener]struct{}{}
 		s.conns = map[*session]struct{}{}
-		s.perIP = map[string]int{}
+		s.limit = netutil.ConnLimit{Max: s.limits.MaxConnections, MaxPerIP: s.limits.MaxConnectionsPerIP}
 		s.handoff = newHandoffListener()
 		s.lib = goimapserver.New(&goimapserver.Options{
 			NewSession: s.newSession,
@@ -194,27 +195,14 @@ func (s *Server) Serve(l net.Listener) error {
 		delete(s.listeners, l)
 		s.mu.Unlock()
 	}()
-	var delay time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			s.mu.Lock()
-			closed := s.closed
-			s.mu.Unlock()
-			if closed {
-				return ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
-			}
-			return err
-		}
-		delay = 0
-		s.accept(c)
-	}
+	return netutil.AcceptLoop(l, s.isClosed, ErrServerClosed, nil, s.accept)
+}
+
+// isClosed tells whether Shutdown was called.
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 // ListenAndServe listens on addr (plain, with STARTTLS when TLSConfig is set) and serves.
@@ -226,24 +214,16 @@ func (s *Server) ListenAndServe(addr string) error {
 	return s.Serve(l)
 }
 
-func remoteIP(c net.Conn) string {
-	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
-	if err != nil {
-		return c.RemoteAddr().String()
-	}
-	return host
-}
-
 // accept applies the connection limits and hands the connection to the library.
 func (s *Server) accept(c net.Conn) {
-	ip := remoteIP(c)
+	ip := netutil.RemoteIP(c.RemoteAddr())
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		c.Close()
 		return
 	}
-	if s.total >= s.limits.MaxConnections || s.perIP[ip] >= s.limits.MaxConnectionsPerIP {
+	if ok, _ := s.limit.Acquire(ip); !ok {
 		s.mu.Unlock()
 		s.log.Warn("imap connection refused: too many connections", "remote", c.RemoteAddr().String())
 		// RFC 9051 7.1.5: BYE as the greeting refuses the connection.
@@ -260,7 +240,6 @@ func (s *Server) accept(c net.Conn) {
 		return
 	}
 	s.total++
-	s.perIP[ip]++
 	s.mu.Unlock()
 	w := newWireConn(c, s.TLSConfig, s.AllowInsecureAuth, s.limits.MaxLineLength, s.limits.MaxAppendSize, s.limits.IdleTimeout)
 	if !s.handoff.give(w) {
@@ -273,9 +252,7 @@ func (s *Server) release(ip string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.total--
-	if s.perIP[ip]--; s.perIP[ip] <= 0 {
-		delete(s.perIP, ip)
-	}
+	s.limit.Release(ip)
 	if s.closed && s.total == 0 && s.done != nil {
 		close(s.done)
 		s.done = nil

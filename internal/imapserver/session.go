@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-sasl"
 
 	"yubin/internal/directory"
+	"yubin/internal/netutil"
 	"yubin/internal/store"
 )
 
@@ -54,7 +55,7 @@ func (s *Server) newSession(c *goimapserver.Conn) (goimapserver.Session, *goimap
 		srv:    s,
 		conn:   c,
 		wire:   w,
-		ip:     remoteIP(w),
+		ip:     netutil.RemoteIP(w.RemoteAddr()),
 		ctx:    ctx,
 		cancel: cancel,
 	}
