@@ -69,6 +69,24 @@ func (s *Store) NewBufferedBlob() (*BlobWriter, error) {
 	return &BlobWriter{s: s, id: id, tmp: filepath.Join(s.dir, tmpDirName, id), buffered: true}, nil
 }
 
+// smallMem is what a buffered blob grows by plain appends; past it, it takes a recycled
+// InlineMax buffer, so that a large message does not grow by reallocation and copying and a
+// small one does not hold (or zero) 128 KiB.
+const smallMem = 8 << 10
+
+// memBufs recycles the in-memory buffers of buffered blobs (InlineMax each), so that a
+// message does not grow its buffer by reallocation and copying.
+var memBufs = sync.Pool{New: func() any { b := make([]byte, 0, InlineMax); return &b }}
+
+// releaseMem gives a buffered blob's memory back once nobody reads it any more.
+func (b *BlobWriter) releaseMem() {
+	if cap(b.mem) == InlineMax {
+		m := b.mem[:0]
+		memBufs.Put(&m)
+	}
+	b.mem = nil
+}
+
 // spill moves a buffered blob's bytes into its temp file.
 func (b *BlobWriter) spill() error {
 	f, err := os.OpenFile(b.tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
@@ -79,7 +97,7 @@ func (b *BlobWriter) spill() error {
 	if _, err := b.w.Write(b.mem); err != nil {
 		return fmt.Errorf("write blob %s: %w", b.id, classify(err))
 	}
-	b.mem = nil
+	b.releaseMem()
 	return nil
 }
 
@@ -97,7 +115,11 @@ func (b *BlobWriter) Size() int64 { return b.size }
 // errors.Is(err, ErrStorageFull).
 func (b *BlobWriter) Write(p []byte) (int, error) {
 	if b.inline() && !b.done {
-		if len(b.mem)+len(p) <= InlineMax {
+		if n := len(b.mem) + len(p); n <= InlineMax {
+			if n > cap(b.mem) && n > smallMem {
+				big := (*memBufs.Get().(*[]byte))[:0]
+				b.mem = append(big, b.mem...)
+			}
 			b.mem = append(b.mem, p...)
 			b.size += int64(len(p))
 			return len(p), nil
@@ -204,7 +226,7 @@ func (b *BlobWriter) Abort() error {
 	b.done = true
 	defer b.s.setLive(b.id, false)
 	if b.inline() {
-		b.mem = nil
+		b.releaseMem()
 		return nil
 	}
 	b.f.Close()

@@ -120,7 +120,13 @@ func (s *Store) Deliver(ctx context.Context, c *Commit) error {
 		s.removeBlob(p.rel)
 		return fmt.Errorf("deliver %s: %w", p.id, ctx.Err())
 	}
-	if err := <-p.done; err != nil {
+	err = <-p.done
+	if p.data != nil {
+		// SQLite copied the bytes during the transaction: the buffer can be reused.
+		p.data = nil
+		b.releaseMem()
+	}
+	if err != nil {
 		s.removeBlob(p.rel)
 		return fmt.Errorf("deliver %s: %w", p.id, err)
 	}
