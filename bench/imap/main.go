@@ -176,7 +176,12 @@ func startYubin(dir string, msgs [][]byte) (string, func()) {
 	if err != nil {
 		log.Fatal(err)
 	}
-	// Concurrent deliveries share commits (group commit); UIDs follow commit order.
+	// Concurrent deliveries share commits (group commit); UIDs follow commit order. As in
+	// the app, each delivered message is queued to the background IMAP indexer.
+	ix := imapserver.NewIndexer(st, nil)
+	ix.Start()
+	var idsMu sync.Mutex
+	var ids []string
 	work := make(chan []byte)
 	var wg sync.WaitGroup
 	for range 16 {
@@ -189,9 +194,14 @@ func startYubin(dir string, msgs [][]byte) (string, func()) {
 					log.Fatal(err)
 				}
 				b.Write(m)
+				id := b.ID()
 				if err := st.Deliver(ctx, &store.Commit{Blob: b, Recipients: []store.Recipient{{Address: "user@example.test", AccountID: acct.ID}}}); err != nil {
 					log.Fatal(err)
 				}
+				ix.Queue(id)
+				idsMu.Lock()
+				ids = append(ids, id)
+				idsMu.Unlock()
 			}
 		}()
 	}
@@ -200,6 +210,14 @@ func startYubin(dir string, msgs [][]byte) (string, func()) {
 	}
 	close(work)
 	wg.Wait()
+	// Mail arrives over time in real life; here, let the indexer catch up with the burst
+	// (bounded), as it would between deliveries.
+	for deadline := time.Now().Add(120 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if m, err := st.GetMessageMeta(ctx, ids[len(ids)-1:]); err == nil && len(m) == 1 {
+			break
+		}
+	}
+	ix.Close()
 	d := &directory.Directory{Backend: backend{st}, HashParams: directory.HashParams{Memory: 1024, Time: 1, Threads: 1}}
 	srv := &imapserver.Server{Store: st, Directory: d, AllowInsecureAuth: true, Logger: slog.New(slog.DiscardHandler)}
 	l, err := net.Listen("tcp", "127.0.0.1:0")

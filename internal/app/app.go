@@ -38,6 +38,7 @@ type App struct {
 	Intake *intake.Intake
 	tlsCfg *tls.Config
 
+	indexer   *imapserver.Indexer
 	outbound  *outbound.Client
 	queue     *queue.Scheduler
 	queueStop context.CancelFunc
@@ -72,6 +73,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	a.Intake = &intake.Intake{Store: st, Directory: a.Dir, Logger: log, DKIM: st}
 	a.outbound, a.queue = newRelay(cfg, st, a.Intake, a.Dir, log)
 	a.Intake.Queued = a.queue.Wake
+	// New mail is parsed for IMAP in the background, after its 250, so that a client's first
+	// FETCH of the mailbox finds the envelopes cached.
+	a.indexer = imapserver.NewIndexer(st, log.With("component", "imap-indexer"))
+	a.Intake.Delivered = a.indexer.Queue
 	certFile, keyFile := cfg.TLS.CertFile, cfg.TLS.KeyFile
 	if certFile == "" {
 		certFile, keyFile, err = tlsutil.EnsureSelfSigned(filepath.Join(cfg.DataDir, "tls"), cfg.Hostname)
@@ -215,6 +220,7 @@ func (a *App) Start() error {
 			a.listeners = append(a.listeners, listener{svc, l})
 		}
 	}
+	a.indexer.Start()
 	qctx, cancel := context.WithCancel(context.Background())
 	a.queueStop, a.queueDone = cancel, make(chan error, 1)
 	go func() { a.queueDone <- a.queue.Run(qctx) }()
@@ -322,6 +328,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 		a.queueStop = nil
 	}
 	a.outbound.Close()
+	a.indexer.Close()
 	return errors.Join(err, a.Store.Close())
 }
 

@@ -40,6 +40,9 @@ type Intake struct {
 	// Queued, when set, is called after a commit that queued remote recipients, so the
 	// queue attempts them at once instead of at its next poll.
 	Queued func()
+	// Delivered, when set, is called with the message id after a commit that put the message
+	// into local mailboxes (the IMAP indexer caches its envelope then). It must not block.
+	Delivered func(messageID string)
 
 	keys keyCache
 }
@@ -137,6 +140,9 @@ func (d *Draft) Commit(ctx context.Context, env Envelope) error {
 	d.done = true
 	if len(seenRemote) > 0 && d.in.Queued != nil {
 		d.in.Queued()
+	}
+	if len(seenLocal) > 0 && d.in.Delivered != nil {
+		d.in.Delivered(d.ID())
 	}
 	return nil
 }

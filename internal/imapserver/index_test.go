@@ -1,0 +1,68 @@
+package imapserver
+
+import (
+	"bytes"
+	"context"
+	"reflect"
+	"testing"
+	"time"
+
+	"yubin/internal/store"
+)
+
+// TestIndexerCachesNewMail: a message queued to the Indexer gets the same cache entry as a
+// parse at first FETCH would make.
+func TestIndexerCachesNewMail(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.AddDomain(ctx, "example.test"); err != nil {
+		t.Fatal(err)
+	}
+	acct, err := st.AddAccount(ctx, "user@example.test", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte("From: A <a@example.org>\r\nTo: user@example.test\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\n" +
+		"Date: Fri, 27 Nov 2026 10:00:00 +0000\r\nMessage-ID: <m1@example.org>\r\n\r\nbody\r\n")
+	b, err := st.NewBufferedBlob()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Write(msg)
+	id := b.ID()
+	if err := st.Deliver(ctx, &store.Commit{Blob: b, Recipients: []store.Recipient{{Address: "user@example.test", AccountID: acct.ID}}}); err != nil {
+		t.Fatal(err)
+	}
+	ix := NewIndexer(st, nil)
+	ix.Queue(id)
+	ix.Queue("no-such-message") // skipped, not an error
+	ix.Start()
+	defer ix.Close()
+	var got store.MessageMeta
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m, err := st.GetMessageMeta(ctx, []string{id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mm, ok := m[id]; ok {
+			got = mm
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the indexer did not cache the message")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	want, err := IndexMessage(bytes.NewReader(msg), int64(len(msg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("cached entry differs from a fresh parse:\n got %+v\nwant %+v", got, want)
+	}
+}
