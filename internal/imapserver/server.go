@@ -24,7 +24,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -132,14 +131,14 @@ type Server struct {
 	limits   Limits
 	log      *slog.Logger
 
-	mu        sync.Mutex
-	closed    bool
-	listeners map[net.Listener]struct{}
-	conns     map[*session]struct{}
-	limit     netutil.ConnLimit // admission: in total and per client address
-	total     int               // open connections, for Shutdown
-	nextID    uint64
-	done      chan struct{} // closed when the last connection ends after Shutdown
+	mu     sync.Mutex
+	closed bool
+	lns    netutil.Listeners
+	conns  map[*session]struct{}
+	limit  netutil.ConnLimit // admission: in total and per client address
+	total  int               // open connections, for Shutdown
+	nextID uint64
+	done   chan struct{} // closed when the last connection ends after Shutdown
 }
 
 func (s *Server) init() {
@@ -149,7 +148,6 @@ func (s *Server) init() {
 		if s.log == nil {
 			s.log = slog.New(slog.DiscardHandler)
 		}
-		s.listeners = map[net.Listener]struct{}{}
 		s.conns = map[*session]struct{}{}
 		s.limit = netutil.ConnLimit{Max: s.limits.MaxConnections, MaxPerIP: s.limits.MaxConnectionsPerIP}
 		s.handoff = newHandoffListener()
@@ -183,26 +181,7 @@ func (s *Server) init() {
 // ErrServerClosed after Shutdown.
 func (s *Server) Serve(l net.Listener) error {
 	s.init()
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return ErrServerClosed
-	}
-	s.listeners[l] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, l)
-		s.mu.Unlock()
-	}()
-	return netutil.AcceptLoop(l, s.isClosed, ErrServerClosed, nil, s.accept)
-}
-
-// isClosed tells whether Shutdown was called.
-func (s *Server) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
+	return s.lns.Serve(l, ErrServerClosed, nil, s.accept)
 }
 
 // ListenAndServe listens on addr (plain, with STARTTLS when TLSConfig is set) and serves.
@@ -227,16 +206,7 @@ func (s *Server) accept(c net.Conn) {
 		s.mu.Unlock()
 		s.log.Warn("imap connection refused: too many connections", "remote", c.RemoteAddr().String())
 		// RFC 9051 7.1.5: BYE as the greeting refuses the connection.
-		go func() {
-			defer c.Close()
-			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			if tc, ok := c.(*tls.Conn); ok {
-				if tc.Handshake() != nil {
-					return
-				}
-			}
-			io.WriteString(c, "* BYE [UNAVAILABLE] Too many connections, try again later\r\n")
-		}()
+		netutil.Refuse(c, "* BYE [UNAVAILABLE] Too many connections, try again later\r\n")
 		return
 	}
 	s.total++
@@ -269,9 +239,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return ErrServerClosed
 	}
 	s.closed = true
-	for l := range s.listeners {
-		l.Close()
-	}
+	s.lns.Close()
 	var done chan struct{}
 	if s.total > 0 {
 		done = make(chan struct{})

@@ -89,3 +89,67 @@ func (l *ConnLimit) Release(ip string) {
 		delete(l.perIP, ip)
 	}
 }
+
+// Listeners is the set of listeners a server accepts on and whether it still accepts: what
+// Serve and Shutdown of every protocol server share. The zero value is ready to use.
+type Listeners struct {
+	mu     sync.Mutex
+	closed bool
+	m      map[net.Listener]struct{}
+}
+
+// Serve runs AcceptLoop on l until Close (then it returns closedErr) or a fatal error. A
+// listener given after Close is closed at once.
+func (ls *Listeners) Serve(l net.Listener, closedErr error, onRetry func(error, time.Duration), handle func(net.Conn)) error {
+	ls.mu.Lock()
+	if ls.closed {
+		ls.mu.Unlock()
+		l.Close()
+		return closedErr
+	}
+	if ls.m == nil {
+		ls.m = map[net.Listener]struct{}{}
+	}
+	ls.m[l] = struct{}{}
+	ls.mu.Unlock()
+	defer func() {
+		ls.mu.Lock()
+		delete(ls.m, l)
+		ls.mu.Unlock()
+		l.Close()
+	}()
+	return AcceptLoop(l, ls.Closed, closedErr, onRetry, handle)
+}
+
+// Closed tells whether Close was called.
+func (ls *Listeners) Closed() bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.closed
+}
+
+// Close stops accepting: every listener is closed, and Serve returns. It reports false when
+// the listeners were closed already.
+func (ls *Listeners) Close() bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.closed {
+		return false
+	}
+	ls.closed = true
+	for l := range ls.m {
+		l.Close()
+	}
+	return true
+}
+
+// Refuse answers a connection the server will not serve with one line (a protocol's
+// "too busy" greeting) and closes it, in the background and within a few seconds, so a
+// slow or silent client cannot hold the accept loop.
+func Refuse(c net.Conn, line string) {
+	go func() {
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte(line)) // on a TLS connection this runs the handshake first
+	}()
+}

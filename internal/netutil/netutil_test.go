@@ -53,3 +53,50 @@ func TestAcceptLoopRetriesTemporaryErrors(t *testing.T) {
 		t.Fatalf("closed server: %v", err)
 	}
 }
+
+func TestListenersCloseEndsServe(t *testing.T) {
+	var ls Listeners
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedErr := errors.New("closed")
+	got := make(chan error, 1)
+	go func() { got <- ls.Serve(l, closedErr, nil, func(c net.Conn) { c.Close() }) }()
+	for !ls.hasListener(l) {
+		time.Sleep(time.Millisecond)
+	}
+	if !ls.Close() || ls.Close() {
+		t.Fatal("Close must report true once, then false")
+	}
+	if err := <-got; err != closedErr {
+		t.Fatalf("Serve returned %v, want the closed error", err)
+	}
+	l2, _ := net.Listen("tcp", "127.0.0.1:0")
+	if err := ls.Serve(l2, closedErr, nil, nil); err != closedErr {
+		t.Fatalf("Serve after Close: %v", err)
+	}
+	if _, err := l2.Accept(); err == nil {
+		t.Fatal("a listener given after Close was left open")
+	}
+}
+
+func (ls *Listeners) hasListener(l net.Listener) bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	_, ok := ls.m[l]
+	return ok
+}
+
+func TestRefuseWritesTheLine(t *testing.T) {
+	a, b := net.Pipe()
+	Refuse(a, "421 busy\r\n")
+	buf := make([]byte, 64)
+	n, _ := b.Read(buf)
+	if string(buf[:n]) != "421 busy\r\n" {
+		t.Fatalf("read %q", buf[:n])
+	}
+	if _, err := b.Read(buf); err == nil {
+		t.Fatal("connection not closed after the refusal")
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -79,14 +78,14 @@ type Server struct {
 	limits   Limits
 	log      *slog.Logger
 
-	mu        sync.Mutex
-	closed    bool
-	listeners map[net.Listener]struct{}
-	sessions  map[*session]struct{}
-	conns     netutil.ConnLimit
-	locked    map[int64]bool // accounts whose maildrop a session holds
-	nextID    uint64
-	wg        sync.WaitGroup
+	mu       sync.Mutex
+	closed   bool
+	lns      netutil.Listeners
+	sessions map[*session]struct{}
+	conns    netutil.ConnLimit
+	locked   map[int64]bool // accounts whose maildrop a session holds
+	nextID   uint64
+	wg       sync.WaitGroup
 }
 
 func (s *Server) init() {
@@ -96,7 +95,6 @@ func (s *Server) init() {
 		if s.log == nil {
 			s.log = slog.New(slog.DiscardHandler)
 		}
-		s.listeners = map[net.Listener]struct{}{}
 		s.sessions = map[*session]struct{}{}
 		s.conns = netutil.ConnLimit{Max: s.limits.MaxConnections, MaxPerIP: s.limits.MaxConnectionsPerIP}
 		s.locked = map[int64]bool{}
@@ -106,26 +104,7 @@ func (s *Server) init() {
 // Serve accepts connections on l until Shutdown; then it returns ErrServerClosed.
 func (s *Server) Serve(l net.Listener) error {
 	s.init()
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return ErrServerClosed
-	}
-	s.listeners[l] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, l)
-		s.mu.Unlock()
-	}()
-	return netutil.AcceptLoop(l, s.isClosed, ErrServerClosed, nil, s.accept)
-}
-
-// isClosed tells whether Shutdown was called.
-func (s *Server) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
+	return s.lns.Serve(l, ErrServerClosed, nil, s.accept)
 }
 
 // ListenAndServe listens on addr and serves.
@@ -148,11 +127,7 @@ func (s *Server) accept(c net.Conn) {
 	if ok, _ := s.conns.Acquire(ip); !ok {
 		s.mu.Unlock()
 		s.log.Warn("pop3 connection refused: too many connections", "remote", c.RemoteAddr().String())
-		go func() {
-			defer c.Close()
-			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			io.WriteString(c, "-ERR [SYS/TEMP] Too many connections, try again later\r\n")
-		}()
+		netutil.Refuse(c, "-ERR [SYS/TEMP] Too many connections, try again later\r\n")
 		return
 	}
 	s.nextID++
@@ -198,9 +173,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return ErrServerClosed
 	}
 	s.closed = true
-	for l := range s.listeners {
-		l.Close()
-	}
+	s.lns.Close()
 	for sess := range s.sessions {
 		sess.shutdown()
 	}

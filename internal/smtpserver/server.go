@@ -12,7 +12,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -98,17 +97,17 @@ type Server struct {
 	// Policy holds the rules for authenticated senders.
 	Policy SubmissionPolicy
 
-	initOnce  sync.Once
-	lim       Limits
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
-	sessions  map[*session]struct{}
-	conns     netutil.ConnLimit
-	closing   bool
-	wg        sync.WaitGroup
-	nextID    atomic.Uint64
-	idPrefix  string
-	rates     *rateLimiter
+	initOnce sync.Once
+	lim      Limits
+	mu       sync.Mutex
+	lns      netutil.Listeners
+	sessions map[*session]struct{}
+	conns    netutil.ConnLimit
+	closing  bool
+	wg       sync.WaitGroup
+	nextID   atomic.Uint64
+	idPrefix string
+	rates    *rateLimiter
 }
 
 // SubmissionPolicy is what an authenticated account may do.
@@ -127,7 +126,6 @@ type SubmissionPolicy struct {
 func (s *Server) init() {
 	s.initOnce.Do(func() {
 		s.lim = s.Limits.withDefaults()
-		s.listeners = map[net.Listener]struct{}{}
 		s.sessions = map[*session]struct{}{}
 		s.conns = netutil.ConnLimit{Max: s.lim.MaxConnections, MaxPerIP: s.lim.MaxConnectionsPerIP}
 		if s.Logger == nil {
@@ -160,21 +158,7 @@ func (s *Server) ListenAndServe(addr string) error {
 // after Shutdown or Close that is ErrServerClosed.
 func (s *Server) Serve(l net.Listener) error {
 	s.init()
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		l.Close()
-		return ErrServerClosed
-	}
-	s.listeners[l] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, l)
-		s.mu.Unlock()
-		l.Close()
-	}()
-	return netutil.AcceptLoop(l, s.shuttingDown, ErrServerClosed, func(err error, d time.Duration) {
+	return s.lns.Serve(l, ErrServerClosed, func(err error, d time.Duration) {
 		s.Logger.Warn("accept failed, retrying", "err", err, "backoff", d)
 	}, s.handle)
 }
@@ -184,16 +168,13 @@ func (s *Server) handle(c net.Conn) {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
-		io.WriteString(c, "421 4.3.2 "+s.Hostname+" shutting down\r\n")
-		c.Close()
+		netutil.Refuse(c, "421 4.3.2 "+s.Hostname+" shutting down\r\n")
 		return
 	}
 	if ok, reason := s.conns.Acquire(ip); !ok {
 		s.mu.Unlock()
 		s.Logger.Warn("connection refused", "remote", c.RemoteAddr().String(), "reason", reason)
-		c.SetWriteDeadline(s.Now().Add(10 * time.Second))
-		io.WriteString(c, "421 4.7.0 "+s.Hostname+" "+reason+", try again later\r\n")
-		c.Close()
+		netutil.Refuse(c, "421 4.7.0 "+s.Hostname+" "+reason+", try again later\r\n")
 		return
 	}
 	sess := newSession(s, c, ip)
@@ -218,9 +199,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
 	s.mu.Lock()
 	s.closing = true
-	for l := range s.listeners {
-		l.Close()
-	}
+	s.lns.Close()
 	for sess := range s.sessions {
 		sess.stop()
 	}
@@ -242,9 +221,7 @@ func (s *Server) Close() error {
 	s.init()
 	s.mu.Lock()
 	s.closing = true
-	for l := range s.listeners {
-		l.Close()
-	}
+	s.lns.Close()
 	for sess := range s.sessions {
 		// The raw connection, set once: closing it ends a TLS session over it too, and it
 		// does not race with STARTTLS swapping the session's reader and writer.
@@ -252,10 +229,4 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	return nil
-}
-
-func (s *Server) shuttingDown() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closing
 }
