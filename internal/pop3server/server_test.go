@@ -2,13 +2,10 @@ package pop3server
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -26,38 +23,12 @@ type testServer struct {
 func startServer(t testing.TB, opts ...func(*Server)) *testServer {
 	t.Helper()
 	env := mailtest.New(t)
-	log := slog.New(slog.DiscardHandler)
-	if os.Getenv("YUBIN_TEST_LOG") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	srv := &Server{Store: env.Store, Directory: env.Dir, TLSConfig: env.TLS, Logger: log}
+	srv := &Server{Store: env.Store, Directory: env.Dir, TLSConfig: env.TLS, Logger: mailtest.Logger()}
 	for _, o := range opts {
 		o(srv)
 	}
-	plain, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 2)
-	go func() { done <- srv.Serve(plain) }()
-	go func() { done <- srv.Serve(tls.NewListener(raw, env.TLS)) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		for range 2 {
-			if err := <-done; err != ErrServerClosed {
-				t.Errorf("Serve: %v", err)
-			}
-		}
-	})
-	return &testServer{Env: env, Srv: srv, Plain: plain.Addr().String(), Implicit: raw.Addr().String()}
+	plain, implicit := env.Serve(srv, ErrServerClosed)
+	return &testServer{Env: env, Srv: srv, Plain: plain, Implicit: implicit}
 }
 
 func TestPythonPOP3(t *testing.T) {

@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -190,4 +192,50 @@ func Script(t testing.TB, script string, onLine func(line string), args ...strin
 	if os.Getenv("YUBIN_TEST_LOG") != "" {
 		t.Logf("%s:\n%s", script, strings.Join(lines, "\n"))
 	}
+}
+
+// Logger discards, unless YUBIN_TEST_LOG is set: then debug lines go to standard error.
+func Logger() *slog.Logger {
+	if os.Getenv("YUBIN_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// Server is what Serve needs of a protocol server (IMAP, POP3).
+type Server interface {
+	Serve(l net.Listener) error
+	Shutdown(ctx context.Context) error
+}
+
+// Serve runs srv on two loopback listeners until the test ends: plain (STARTTLS or STLS
+// offered) and implicit TLS with the environment's certificate. At the end it shuts srv
+// down and checks that both Serve calls returned closedErr.
+func (e *Env) Serve(srv Server, closedErr error) (plain, implicit string) {
+	t := e.T
+	t.Helper()
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 2)
+	go func() { done <- srv.Serve(pl) }()
+	go func() { done <- srv.Serve(tls.NewListener(raw, e.TLS)) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		for range 2 {
+			if err := <-done; err != closedErr {
+				t.Errorf("Serve returned %v", err)
+			}
+		}
+	})
+	return pl.Addr().String(), raw.Addr().String()
 }
