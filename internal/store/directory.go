@@ -60,13 +60,24 @@ func exists(ctx context.Context, q interface {
 	return err == nil, err
 }
 
+// directoryTx runs fn in a writer transaction that changes the directory: on success the
+// lookup cache starts over and other processes are told (directoryChanged); an error is
+// wrapped with what.
+func (s *Store) directoryTx(ctx context.Context, what string, fn func(tx *sql.Tx) error) error {
+	if err := s.writeTx(ctx, fn); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	s.directoryChanged()
+	return nil
+}
+
 // AddDomain adds a domain; ErrExists if it is present.
 func (s *Store) AddDomain(ctx context.Context, name string) error {
 	name = key(name)
 	if name == "" || strings.ContainsAny(name, "@ ") {
 		return fmt.Errorf("add domain %q: invalid name", name)
 	}
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	return s.directoryTx(ctx, "add domain "+name, func(tx *sql.Tx) error {
 		ok, err := exists(ctx, tx, `SELECT 1 FROM domains WHERE name = ?`, name)
 		if err != nil {
 			return err
@@ -77,18 +88,13 @@ func (s *Store) AddDomain(ctx context.Context, name string) error {
 		_, err = tx.ExecContext(ctx, `INSERT INTO domains (name, catch_all, created) VALUES (?, '', ?)`, name, unix(s.now()))
 		return err
 	})
-	if err != nil {
-		return fmt.Errorf("add domain %s: %w", name, err)
-	}
-	s.directoryChanged()
-	return nil
 }
 
 // RemoveDomain removes a domain: ErrNotFound if absent, an error wrapping
 // ErrNotEmpty while accounts or aliases of it exist.
 func (s *Store) RemoveDomain(ctx context.Context, name string) error {
 	name = key(name)
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	return s.directoryTx(ctx, "remove domain "+name, func(tx *sql.Tx) error {
 		ok, err := exists(ctx, tx, `SELECT 1 FROM domains WHERE name = ?`, name)
 		if err != nil {
 			return err
@@ -109,11 +115,6 @@ func (s *Store) RemoveDomain(ctx context.Context, name string) error {
 		_, err = tx.ExecContext(ctx, `DELETE FROM domains WHERE name = ?`, name)
 		return err
 	})
-	if err != nil {
-		return fmt.Errorf("remove domain %s: %w", name, err)
-	}
-	s.directoryChanged()
-	return nil
 }
 
 // ListDomains returns all domains ordered by name.
@@ -158,14 +159,9 @@ func (s *Store) getDomainDB(ctx context.Context, name string) (Domain, error) {
 // SetCatchAll sets the catch-all target of a domain; "" clears it.
 func (s *Store) SetCatchAll(ctx context.Context, domain, target string) error {
 	domain = key(domain)
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	return s.directoryTx(ctx, "set catch-all of domain "+domain, func(tx *sql.Tx) error {
 		return mustAffect(tx.ExecContext(ctx, `UPDATE domains SET catch_all = ? WHERE name = ?`, strings.TrimSpace(target), domain))
 	})
-	if err != nil {
-		return fmt.Errorf("set catch-all of domain %s: %w", domain, err)
-	}
-	s.directoryChanged()
-	return nil
 }
 
 // mustAffect turns "no row changed" into ErrNotFound.
@@ -194,7 +190,7 @@ func (s *Store) AddAccount(ctx context.Context, address, passwordHash string) (A
 	}
 	now := s.now()
 	a := Account{Address: address, PasswordHash: passwordHash, Created: fromUnix(unix(now))}
-	err = s.writeTx(ctx, func(tx *sql.Tx) error {
+	err = s.directoryTx(ctx, "add account "+address, func(tx *sql.Tx) error {
 		ok, err := exists(ctx, tx, `SELECT 1 FROM domains WHERE name = ?`, domain)
 		if err != nil {
 			return err
@@ -226,9 +222,8 @@ func (s *Store) AddAccount(ctx context.Context, address, passwordHash string) (A
 		return nil
 	})
 	if err != nil {
-		return Account{}, fmt.Errorf("add account %s: %w", address, err)
+		return Account{}, err
 	}
-	s.directoryChanged()
 	return a, nil
 }
 
@@ -255,28 +250,18 @@ func nextUIDValidity(ctx context.Context, tx *sql.Tx, now time.Time) (uint32, er
 // SetPassword replaces an account's password hash.
 func (s *Store) SetPassword(ctx context.Context, address, passwordHash string) error {
 	address = key(address)
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	return s.directoryTx(ctx, "set password of "+address, func(tx *sql.Tx) error {
 		return mustAffect(tx.ExecContext(ctx, `UPDATE accounts SET password_hash = ? WHERE address = ?`, passwordHash, address))
 	})
-	if err != nil {
-		return fmt.Errorf("set password of %s: %w", address, err)
-	}
-	s.directoryChanged()
-	return nil
 }
 
 // SetDisabled disables or enables an account. A disabled account cannot log
 // in; whether it still receives mail is the directory's decision.
 func (s *Store) SetDisabled(ctx context.Context, address string, disabled bool) error {
 	address = key(address)
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	return s.directoryTx(ctx, "set disabled of "+address, func(tx *sql.Tx) error {
 		return mustAffect(tx.ExecContext(ctx, `UPDATE accounts SET disabled = ? WHERE address = ?`, boolInt(disabled), address))
 	})
-	if err != nil {
-		return fmt.Errorf("set disabled of %s: %w", address, err)
-	}
-	s.directoryChanged()
-	return nil
 }
 
 func boolInt(b bool) int {
@@ -290,14 +275,9 @@ func boolInt(b bool) int {
 // (ON DELETE CASCADE). Message rows and blobs stay until DeleteUnreferenced.
 func (s *Store) RemoveAccount(ctx context.Context, address string) error {
 	address = key(address)
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	return s.directoryTx(ctx, "remove account "+address, func(tx *sql.Tx) error {
 		return mustAffect(tx.ExecContext(ctx, `DELETE FROM accounts WHERE address = ?`, address))
 	})
-	if err != nil {
-		return fmt.Errorf("remove account %s: %w", address, err)
-	}
-	s.directoryChanged()
-	return nil
 }
 
 const accountColumns = `id, address, password_hash, disabled, created`
@@ -370,7 +350,7 @@ func (s *Store) AddAlias(ctx context.Context, address string, targets []string) 
 	if len(ts) == 0 {
 		return fmt.Errorf("add alias %s: no targets", address)
 	}
-	err = s.writeTx(ctx, func(tx *sql.Tx) error {
+	return s.directoryTx(ctx, "add alias "+address, func(tx *sql.Tx) error {
 		ok, err := exists(ctx, tx, `SELECT 1 FROM domains WHERE name = ?`, domain)
 		if err != nil {
 			return err
@@ -386,24 +366,14 @@ func (s *Store) AddAlias(ctx context.Context, address string, targets []string) 
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("add alias %s: %w", address, err)
-	}
-	s.directoryChanged()
-	return nil
 }
 
 // RemoveAlias removes an alias with all its targets; ErrNotFound if absent.
 func (s *Store) RemoveAlias(ctx context.Context, address string) error {
 	address = key(address)
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	return s.directoryTx(ctx, "remove alias "+address, func(tx *sql.Tx) error {
 		return mustAffect(tx.ExecContext(ctx, `DELETE FROM aliases WHERE address = ?`, address))
 	})
-	if err != nil {
-		return fmt.Errorf("remove alias %s: %w", address, err)
-	}
-	s.directoryChanged()
-	return nil
 }
 
 // GetAlias returns the targets of an alias (sorted) or ErrNotFound.
