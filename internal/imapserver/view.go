@@ -33,6 +33,25 @@ type view struct {
 	cancel   func()
 }
 
+// announceGone sends an EXPUNGE for every message of v.gone, highest sequence number first,
+// so that each number is right when the client applies it (RFC 9051 7.5.1), and then drops
+// them from the view in one pass.
+func (v *view) announceGone(w interface{ WriteExpunge(seqNum uint32) error }) error {
+	if len(v.gone) == 0 {
+		return nil
+	}
+	for i := len(v.uids) - 1; i >= 0; i-- {
+		if v.gone[v.uids[i]] {
+			if err := w.WriteExpunge(uint32(i + 1)); err != nil {
+				return err
+			}
+		}
+	}
+	v.uids = slices.DeleteFunc(v.uids, func(uid uint32) bool { return v.gone[uid] })
+	clear(v.gone)
+	return nil
+}
+
 var systemFlagList = []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft}
 
 // Select implements SELECT and EXAMINE (RFC 9051 6.3.2, 6.3.3).
@@ -167,16 +186,10 @@ func (s *session) update(w *goimapserver.UpdateWriter, allowExpunge bool) error 
 			v.gone[uid] = true
 		}
 	}
-	if allowExpunge && len(v.gone) > 0 {
-		for i := len(v.uids) - 1; i >= 0; i-- {
-			if v.gone[v.uids[i]] {
-				if err := w.WriteExpunge(uint32(i + 1)); err != nil {
-					return err
-				}
-				v.uids = slices.Delete(v.uids, i, i+1)
-			}
+	if allowExpunge {
+		if err := v.announceGone(w); err != nil {
+			return err
 		}
-		clear(v.gone)
 	}
 	added := false
 	for _, m := range ch.Changed {

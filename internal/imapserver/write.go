@@ -123,16 +123,7 @@ func (s *session) Expunge(w *goimapserver.ExpungeWriter, uids *imap.UIDSet) erro
 	for _, uid := range gone {
 		v.gone[uid] = true
 	}
-	for i := len(v.uids) - 1; i >= 0; i-- {
-		if v.gone[v.uids[i]] {
-			if err := w.WriteExpunge(uint32(i + 1)); err != nil {
-				return err
-			}
-			v.uids = append(v.uids[:i], v.uids[i+1:]...)
-		}
-	}
-	clear(v.gone)
-	return nil
+	return v.announceGone(w)
 }
 
 // destination looks up the target mailbox of COPY or MOVE (RFC 9051 6.4.7: NO [TRYCREATE]
@@ -218,16 +209,7 @@ func (s *session) Move(w *goimapserver.MoveWriter, numSet imap.NumSet, dest stri
 	for _, uid := range res.SourceUIDs {
 		v.gone[uid] = true
 	}
-	for i := len(v.uids) - 1; i >= 0; i-- {
-		if v.gone[v.uids[i]] {
-			if err := w.WriteExpunge(uint32(i + 1)); err != nil {
-				return err
-			}
-			v.uids = append(v.uids[:i], v.uids[i+1:]...)
-		}
-	}
-	clear(v.gone)
-	return nil
+	return v.announceGone(w)
 }
 
 // Append implements APPEND (RFC 9051 6.3.12, UIDPLUS APPENDUID). The message is streamed

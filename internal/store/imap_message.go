@@ -259,7 +259,7 @@ func (s *Store) MessagesByUID(ctx context.Context, mailboxID int64, uids []uint3
 	}
 	defer rows.Close()
 	out := make([]MessageInfo, 0, len(uids))
-	i := 0
+	want := uidSet{uids: uids}
 	for rows.Next() {
 		var m MessageInfo
 		var uid, modseq, date int64
@@ -267,13 +267,11 @@ func (s *Store) MessagesByUID(ctx context.Context, mailboxID int64, uids []uint3
 		if err := rows.Scan(&uid, &m.MessageID, &m.Size, &flags, &modseq, &date); err != nil {
 			return nil, fmt.Errorf("messages of mailbox %d: %w", mailboxID, err)
 		}
-		for i < len(uids) && uids[i] < uint32(uid) {
-			i++
-		}
-		if i == len(uids) {
+		in, more := want.next(uint32(uid))
+		if !more {
 			break
 		}
-		if uids[i] != uint32(uid) {
+		if !in {
 			continue
 		}
 		m.UID, m.ModSeq, m.InternalDate, m.Flags = uint32(uid), uint64(modseq), fromUnix(date), splitFlags(flags)
@@ -316,7 +314,7 @@ func rowsInTx(ctx context.Context, tx *sql.Tx, mailboxID int64, uids []uint32) (
 	}
 	defer rows.Close()
 	var out []flagRow
-	i := 0
+	want := uidSet{uids: uids}
 	for rows.Next() {
 		var uid int64
 		var flags string
@@ -324,13 +322,11 @@ func rowsInTx(ctx context.Context, tx *sql.Tx, mailboxID int64, uids []uint32) (
 			return nil, err
 		}
 		if uids != nil {
-			for i < len(uids) && uids[i] < uint32(uid) {
-				i++
-			}
-			if i == len(uids) {
+			in, more := want.next(uint32(uid))
+			if !more {
 				break
 			}
-			if uids[i] != uint32(uid) {
+			if !in {
 				continue
 			}
 		}
@@ -670,4 +666,21 @@ func (s *Store) RemoveMessages(ctx context.Context, mailboxID int64, uids []uint
 		s.subs.notify(accountID)
 	}
 	return gone, nil
+}
+
+// uidSet walks an ascending UID list beside rows read in UID order (a merge join): next
+// tells whether a row's UID is in the list, and false for more once the list is used up.
+type uidSet struct {
+	uids []uint32
+	i    int
+}
+
+func (w *uidSet) next(uid uint32) (in, more bool) {
+	for w.i < len(w.uids) && w.uids[w.i] < uid {
+		w.i++
+	}
+	if w.i == len(w.uids) {
+		return false, false
+	}
+	return w.uids[w.i] == uid, true
 }

@@ -119,7 +119,7 @@ func (s *Store) MessagesWithMeta(ctx context.Context, mailboxID int64, uids []ui
 	}
 	defer rows.Close()
 	out := make([]MessageEntry, 0, len(uids))
-	i := 0
+	want := uidSet{uids: uids}
 	fs := &flagScan{}
 	for rows.Next() {
 		var e MessageEntry
@@ -127,13 +127,11 @@ func (s *Store) MessagesWithMeta(ctx context.Context, mailboxID int64, uids []ui
 		if err := rows.Scan(&uid, &e.MessageID, fs, &modseq, &date, &e.Size, &e.Cached, &e.rel, &e.data, &e.Meta.Header, &e.Meta.Structure, &e.Meta.Envelope); err != nil {
 			return nil, fmt.Errorf("messages of mailbox %d: %w", mailboxID, err)
 		}
-		for i < len(uids) && uids[i] < uint32(uid) {
-			i++
-		}
-		if i == len(uids) {
+		in, more := want.next(uint32(uid))
+		if !more {
 			break
 		}
-		if uids[i] != uint32(uid) {
+		if !in {
 			continue
 		}
 		e.UID, e.ModSeq, e.InternalDate, e.Flags = uint32(uid), uint64(modseq), fromUnix(date), fs.flags
