@@ -13,8 +13,7 @@ func TestSmoke(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		ts.Deliver(ts.Account.ID, mailtest.Message(i, "hello"))
 	}
-	cl := dialTLS(t, ts.Implicit)
-	cl.login()
+	cl := ts.loginTLS(t)
 	u := cl.ok("LIST \"\" \"*\"")
 	t.Logf("%q", u)
 	u = cl.ok("SELECT INBOX")

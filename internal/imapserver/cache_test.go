@@ -19,8 +19,7 @@ func TestCachedEnvelopeAndHeaderSearch(t *testing.T) {
 	for i, h := range trickyHeaders {
 		ts.Deliver(ts.Account.ID, h+"\r\nbody "+strconv.Itoa(i)+"\r\n")
 	}
-	cl := dialTLS(t, ts.Implicit)
-	cl.login()
+	cl := ts.loginTLS(t)
 	cl.ok("SELECT INBOX")
 
 	searches := []struct{ key, value string }{
@@ -74,8 +73,7 @@ func TestStructureAfterHeaderOnlyCache(t *testing.T) {
 	ts := startServer(t)
 	ts.Deliver(ts.Account.ID, multipartMsg)
 	ts.Deliver(ts.Account.ID, multipartMsg)
-	cl := dialTLS(t, ts.Implicit)
-	cl.login()
+	cl := ts.loginTLS(t)
 	cl.ok("SELECT INBOX")
 	cl.ok("FETCH 1 (ENVELOPE)")
 	for _, items := range []string{"BODYSTRUCTURE", "BODY.PEEK[2]", "BODY.PEEK[3.2.MIME]", "BODY.PEEK[1.HEADER.FIELDS (CONTENT-TYPE)]"} {
@@ -105,8 +103,7 @@ func TestEnvelopeMemoryCache(t *testing.T) {
 	for i, h := range trickyHeaders[:4] {
 		ts.Deliver(ts.Account.ID, h+"\r\nbody "+strconv.Itoa(i)+"\r\n")
 	}
-	a := dialTLS(t, ts.Implicit)
-	a.login()
+	a := ts.loginTLS(t)
 	a.ok("SELECT INBOX")
 	first := a.ok("FETCH 1:* (FLAGS RFC822.SIZE ENVELOPE)")
 	ts.Srv.envs.mu.Lock()
@@ -116,8 +113,7 @@ func TestEnvelopeMemoryCache(t *testing.T) {
 		t.Fatalf("%d envelopes in memory, want 4", n)
 	}
 	a.ok("STORE 2 +FLAGS (\\Flagged)")
-	b := dialTLS(t, ts.Implicit)
-	b.login()
+	b := ts.loginTLS(t)
 	b.ok("SELECT INBOX")
 	second := b.ok("FETCH 1:* (FLAGS RFC822.SIZE ENVELOPE)")
 	if len(second) != 4 || !strings.Contains(second[1], `\Flagged`) {
@@ -172,8 +168,7 @@ func TestFetchEnvelopesUnreadable(t *testing.T) {
 	if err := os.Remove(f.Name()); err != nil {
 		t.Fatal(err)
 	}
-	cl := dialTLS(t, ts.Implicit)
-	cl.login()
+	cl := ts.loginTLS(t)
 	cl.ok("SELECT INBOX")
 	if _, st := cl.cmd("FETCH 1:* (ENVELOPE)"); !strings.HasPrefix(st, "NO") {
 		t.Errorf("FETCH with an unreadable message: %s", st)

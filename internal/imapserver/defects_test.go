@@ -27,8 +27,7 @@ func TestFlagsStandardCase(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t)
 	fill(ts, 1)
-	cl := dialTLS(t, ts.Implicit)
-	cl.login()
+	cl := ts.loginTLS(t)
 	cl.ok("SELECT INBOX")
 	u := cl.ok(`STORE 1 +FLAGS (\seen \FLAGGED \answered \deleted \draft $Junk)`)
 	if got := joined(u); !strings.Contains(got, `FLAGS (\Seen \Answered \Flagged \Deleted \Draft $Junk)`) {
@@ -53,8 +52,7 @@ func TestFlagsStandardCase(t *testing.T) {
 func TestSpecialUse(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t)
-	cl := dialTLS(t, ts.Implicit)
-	cl.login()
+	cl := ts.loginTLS(t)
 	u := cl.ok(`LIST "" *`)
 	for _, want := range []string{`(\HasNoChildren \Sent) "/" "Sent"`, `\Drafts`, `\Trash`, `\Junk`, `\Archive`} {
 		if !strings.Contains(joined(u), want) {
@@ -86,8 +84,7 @@ func TestExamineReadOnly(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t)
 	fill(ts, 2)
-	cl := dialTLS(t, ts.Implicit)
-	cl.login()
+	cl := ts.loginTLS(t)
 	cl.ok("SELECT INBOX")
 	cl.ok(`STORE 1 +FLAGS (\Deleted)`)
 	if u := cl.ok("EXAMINE INBOX"); !strings.Contains(joined(u), "PERMANENTFLAGS ()") {
@@ -114,11 +111,9 @@ func TestExpungeNumbers(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t)
 	fill(ts, 6)
-	a := dialTLS(t, ts.Implicit)
-	a.login()
+	a := ts.loginTLS(t)
 	a.ok("SELECT INBOX")
-	b := dialTLS(t, ts.Implicit)
-	b.login()
+	b := ts.loginTLS(t)
 	b.ok("SELECT INBOX")
 
 	// MOVE of messages 2, 4 and 5: EXPUNGE in descending order, each valid when sent.
@@ -162,8 +157,7 @@ func TestExpungeNumbers(t *testing.T) {
 func TestAppendTruncated(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t)
-	cl := dialTLS(t, ts.Implicit)
-	cl.login()
+	cl := ts.loginTLS(t)
 	cl.write("a1 APPEND INBOX {100+}\r\nSubject: cut short\r\n\r\nonly part")
 	time.Sleep(100 * time.Millisecond)
 	cl.c.Close()
@@ -188,8 +182,7 @@ func TestCopyVanishedUIDs(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t)
 	fill(ts, 2)
-	cl := dialTLS(t, ts.Implicit)
-	cl.login()
+	cl := ts.loginTLS(t)
 	cl.ok("SELECT INBOX")
 	for _, c := range []string{"UID COPY 50:60 Trash", "UID MOVE 50:60 Trash", "UID COPY 7 Trash"} {
 		u, st := cl.cmd("%s", c)
@@ -210,8 +203,7 @@ func TestCopyVanishedUIDs(t *testing.T) {
 func TestListPathologicalPattern(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t)
-	cl := dialTLS(t, ts.Implicit)
-	cl.login()
+	cl := ts.loginTLS(t)
 	name := strings.Repeat("a", 200)
 	cl.ok("CREATE %s", name)
 	done := make(chan struct{})
@@ -235,8 +227,7 @@ func TestIdleBetweenIdles(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t)
 	fill(ts, 1)
-	cl := dialTLS(t, ts.Implicit)
-	cl.login()
+	cl := ts.loginTLS(t)
 	cl.ok("SELECT INBOX")
 	cl.write("i1 IDLE\r\n")
 	if l := cl.line(); !strings.HasPrefix(l, "+") {
@@ -246,8 +237,7 @@ func TestIdleBetweenIdles(t *testing.T) {
 	cl.until("i1")
 	ts.Deliver(ts.Account.ID, mailtest.Message(2, "between"))
 	// Another session changes a flag too.
-	o := dialTLS(t, ts.Implicit)
-	o.login()
+	o := ts.loginTLS(t)
 	o.ok("SELECT INBOX")
 	o.ok(`STORE 1 +FLAGS (\Flagged)`)
 	cl.write("i2 IDLE\r\n")
@@ -263,8 +253,7 @@ func TestIdleBetweenIdles(t *testing.T) {
 func TestIdleWakeUp(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t)
-	cl := dialTLS(t, ts.Implicit)
-	cl.login()
+	cl := ts.loginTLS(t)
 	cl.ok("SELECT INBOX")
 	cl.write("i1 IDLE\r\n")
 	cl.line()
@@ -284,8 +273,7 @@ func TestIdleWakeUp(t *testing.T) {
 func TestLiteralPlusOverLimit(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t)
-	cl := dialTLS(t, ts.Implicit)
-	cl.login()
+	cl := ts.loginTLS(t)
 	smuggled := "x CREATE Smuggled\r\n"
 	payload := smuggled + strings.Repeat("y", 5000-len(smuggled))
 	cl.write("a1 LOGIN {5000+}\r\n" + payload + " pass\r\n")
@@ -334,8 +322,7 @@ func TestBadInput(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t)
 	fill(ts, 1)
-	cl := dialTLS(t, ts.Implicit)
-	cl.login()
+	cl := ts.loginTLS(t)
 	cl.ok("SELECT INBOX")
 	for _, c := range []string{"FETCH", "FETCH 1 (BOGUS)", "STORE 1 FOO (x)", "UID", "LIST", "BOGUSCOMMAND", "SELECT"} {
 		if _, st := cl.cmd("%s", c); !strings.HasPrefix(st, "BAD") {

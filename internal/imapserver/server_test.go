@@ -33,6 +33,14 @@ func startServer(t testing.TB, opts ...func(*Server)) *testServer {
 	return &testServer{Env: env, Srv: srv, Plain: plain, Implicit: implicit}
 }
 
+// loginTLS connects over implicit TLS and logs in as the test account.
+func (ts *testServer) loginTLS(t testing.TB) *client {
+	t.Helper()
+	cl := dialTLS(t, ts.Implicit)
+	cl.login()
+	return cl
+}
+
 // client is a raw IMAP client for protocol tests.
 type client struct {
 	t   testing.TB

@@ -154,33 +154,24 @@ func TestTooManyErrors(t *testing.T) {
 
 func TestConnectionLimits(t *testing.T) {
 	t.Parallel()
-
-	t.Run("per IP", func(t *testing.T) {
-		t.Parallel()
-		y := testenv.Start(t, func(cfg *config.Config) { cfg.SMTP.MaxConnectionsPerIP = 2 })
-		first := testenv.Dial(t, y.Addr)
-		testenv.Dial(t, y.Addr)
-		r := dialRaw(t, y.Addr)
-		r.expect(421, "4.7.0")
-		r.expectClosed()
-		// A slot frees up when a session ends.
-		first.CmdEnh("QUIT", 221, "2.0.0")
-		first.ExpectClosed()
-		redial(t, y.Addr)
-	})
-
-	t.Run("total", func(t *testing.T) {
-		t.Parallel()
-		y := testenv.Start(t, func(cfg *config.Config) { cfg.SMTP.MaxConnections = 2 })
-		first := testenv.Dial(t, y.Addr)
-		testenv.Dial(t, y.Addr)
-		r := dialRaw(t, y.Addr)
-		r.expect(421, "4.7.0")
-		r.expectClosed()
-		first.CmdEnh("QUIT", 221, "2.0.0")
-		first.ExpectClosed()
-		redial(t, y.Addr)
-	})
+	for name, limit := range map[string]func(*config.Config){
+		"per IP": func(cfg *config.Config) { cfg.SMTP.MaxConnectionsPerIP = 2 },
+		"total":  func(cfg *config.Config) { cfg.SMTP.MaxConnections = 2 },
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			y := testenv.Start(t, limit)
+			first := testenv.Dial(t, y.Addr)
+			testenv.Dial(t, y.Addr)
+			r := dialRaw(t, y.Addr)
+			r.expect(421, "4.7.0")
+			r.expectClosed()
+			// A slot frees up when a session ends.
+			first.CmdEnh("QUIT", 221, "2.0.0")
+			first.ExpectClosed()
+			redial(t, y.Addr)
+		})
+	}
 }
 
 // redial connects until the greeting is 220: the server frees a slot just after it closed
