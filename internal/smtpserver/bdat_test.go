@@ -49,9 +49,7 @@ func TestBDAT(t *testing.T) {
 	t.Run("BDAT 0 LAST", func(t *testing.T) {
 		t.Parallel()
 		y := testenv.Start(t)
-		c := session(t, y)
-		c.CmdEnh("MAIL FROM:<"+from+">", 250, "2.1.0")
-		c.CmdEnh("RCPT TO:<"+rcpt+">", 250, "2.1.5")
+		c := transaction(t, y)
 		bdat(c, "Subject: zero\r\n\r\nbody\r\n", false)
 		expect(t, c, 250, "2.0.0")
 		c.Write("BDAT 0 LAST\r\n")
@@ -92,9 +90,7 @@ func TestBDAT(t *testing.T) {
 	t.Run("DATA after BDAT", func(t *testing.T) {
 		t.Parallel()
 		y := testenv.Start(t)
-		c := session(t, y)
-		c.CmdEnh("MAIL FROM:<"+from+">", 250, "2.1.0")
-		c.CmdEnh("RCPT TO:<"+rcpt+">", 250, "2.1.5")
+		c := transaction(t, y)
 		bdat(c, "Subject: mixed\r\n\r\n", false)
 		expect(t, c, 250, "2.0.0")
 		c.CmdEnh("DATA", 503, "5.5.1")
@@ -108,9 +104,7 @@ func TestBDAT(t *testing.T) {
 	t.Run("RSET aborts a transfer", func(t *testing.T) {
 		t.Parallel()
 		y := testenv.Start(t)
-		c := session(t, y)
-		c.CmdEnh("MAIL FROM:<"+from+">", 250, "2.1.0")
-		c.CmdEnh("RCPT TO:<"+rcpt+">", 250, "2.1.5")
+		c := transaction(t, y)
 		bdat(c, "Subject: dropped\r\n\r\n", false)
 		expect(t, c, 250, "2.0.0")
 		c.CmdEnh("RSET", 250, "2.0.0")

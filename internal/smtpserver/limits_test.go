@@ -40,9 +40,7 @@ func TestMessageSize(t *testing.T) {
 	t.Run("DATA over the limit, then a small one", func(t *testing.T) {
 		t.Parallel()
 		y := testenv.Start(t, small)
-		c := session(t, y)
-		c.CmdEnh("MAIL FROM:<"+from+">", 250, "2.1.0")
-		c.CmdEnh("RCPT TO:<"+rcpt+">", 250, "2.1.5")
+		c := transaction(t, y)
 		c.Cmd("DATA", 354)
 		// Past the limit the server reads on to the terminator and answers then.
 		c.Write(wire(big))
@@ -67,9 +65,7 @@ func TestMessageSize(t *testing.T) {
 	t.Run("BDAT over the limit, then a small one", func(t *testing.T) {
 		t.Parallel()
 		y := testenv.Start(t, small)
-		c := session(t, y)
-		c.CmdEnh("MAIL FROM:<"+from+">", 250, "2.1.0")
-		c.CmdEnh("RCPT TO:<"+rcpt+">", 250, "2.1.5")
+		c := transaction(t, y)
 		half := big[:len(big)/2]
 		bdat(c, half, false)
 		expect(t, c, 250, "2.0.0")
@@ -214,9 +210,7 @@ func TestTimeouts(t *testing.T) {
 	t.Run("inside DATA", func(t *testing.T) {
 		t.Parallel()
 		y := testenv.Start(t, short)
-		c := session(t, y)
-		c.CmdEnh("MAIL FROM:<"+from+">", 250, "2.1.0")
-		c.CmdEnh("RCPT TO:<"+rcpt+">", 250, "2.1.5")
+		c := transaction(t, y)
 		c.Cmd("DATA", 354)
 		c.Write("Subject: stalled\r\n\r\npart")
 		expect(t, c, 421, "4.4.2")
@@ -227,9 +221,7 @@ func TestTimeouts(t *testing.T) {
 	t.Run("inside BDAT", func(t *testing.T) {
 		t.Parallel()
 		y := testenv.Start(t, short)
-		c := session(t, y)
-		c.CmdEnh("MAIL FROM:<"+from+">", 250, "2.1.0")
-		c.CmdEnh("RCPT TO:<"+rcpt+">", 250, "2.1.5")
+		c := transaction(t, y)
 		c.Write(fmt.Sprintf("BDAT %d LAST\r\nSubject: stalled\r\n", 100))
 		expect(t, c, 421, "4.4.2")
 		c.ExpectClosed()

@@ -36,6 +36,15 @@ func session(t *testing.T, y *testenv.Yubin) *testenv.Conn {
 	return c
 }
 
+// transaction dials y, says EHLO and opens a transaction from "from" to "rcpt".
+func transaction(t *testing.T, y *testenv.Yubin) *testenv.Conn {
+	t.Helper()
+	c := session(t, y)
+	c.CmdEnh("MAIL FROM:<"+from+">", 250, "2.1.0")
+	c.CmdEnh("RCPT TO:<"+rcpt+">", 250, "2.1.5")
+	return c
+}
+
 // expect reads one reply and checks its code and enhanced code.
 func expect(t *testing.T, c *testenv.Conn, code int, enh string) *smtp.Reply {
 	t.Helper()

@@ -18,9 +18,7 @@ func TestGracefulShutdown(t *testing.T) {
 	t.Parallel()
 	y := testenv.Start(t)
 	idle := session(t, y)
-	busy := session(t, y)
-	busy.CmdEnh("MAIL FROM:<"+from+">", 250, "2.1.0")
-	busy.CmdEnh("RCPT TO:<"+rcpt+">", 250, "2.1.5")
+	busy := transaction(t, y)
 	busy.Cmd("DATA", 354)
 	busy.Write("Subject: in flight\r\n\r\nfirst half, ")
 

@@ -32,9 +32,7 @@ func TestSmuggling(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			y := testenv.Start(t)
-			c := session(t, y)
-			c.CmdEnh("MAIL FROM:<"+from+">", 250, "2.1.0")
-			c.CmdEnh("RCPT TO:<"+rcpt+">", 250, "2.1.5")
+			c := transaction(t, y)
 			c.Cmd("DATA", 354)
 			c.Write(tc.data)
 			expect(t, c, 550, "5.6.0")
@@ -59,9 +57,7 @@ func TestSmuggling(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			y := testenv.Start(t)
-			c := session(t, y)
-			c.CmdEnh("MAIL FROM:<"+from+">", 250, "2.1.0")
-			c.CmdEnh("RCPT TO:<"+rcpt+">", 250, "2.1.5")
+			c := transaction(t, y)
 			for i, ch := range tc.chunks {
 				last := i == len(tc.chunks)-1
 				bdat(c, ch, last)
@@ -112,9 +108,7 @@ func TestHopCount(t *testing.T) {
 	t.Run("lower case, over BDAT", func(t *testing.T) {
 		t.Parallel()
 		y := testenv.Start(t)
-		c := session(t, y)
-		c.CmdEnh("MAIL FROM:<"+from+">", 250, "2.1.0")
-		c.CmdEnh("RCPT TO:<"+rcpt+">", 250, "2.1.5")
+		c := transaction(t, y)
 		bdat(c, strings.ReplaceAll(content(101), "Received:", "received:"), true)
 		expect(t, c, 554, "5.4.6")
 		expectEmpty(t, y, rcpt)
