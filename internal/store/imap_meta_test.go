@@ -58,10 +58,7 @@ func TestSnapshotUIDsAndFirstUnseen(t *testing.T) {
 // SearchCandidates returns the entries whose search text has every needle, and the uncached.
 func TestMessagesWithMetaAndCandidates(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	s := newTestStore(t, Options{})
-	a := mustAccount(t, s, "ana@example.org")
-	deliverN(t, s, a.ID, 3)
+	ctx, s, a := anaWithMessages(t, 3)
 	// The fourth is stored inside the database (a buffered blob), the others as files.
 	b, err := s.NewBufferedBlob()
 	if err != nil {
@@ -182,10 +179,7 @@ func TestMessagesWithMetaAndCandidates(t *testing.T) {
 // cached stays as first written.
 func TestMessageMetaStructureFill(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	s := newTestStore(t, Options{})
-	a := mustAccount(t, s, "ana@example.org")
-	deliverN(t, s, a.ID, 1)
+	ctx, s, a := anaWithMessages(t, 1)
 	ms, _ := s.ListMessages(ctx, a.ID, "INBOX")
 	id := ms[0].MessageID
 	for _, m := range []MessageMeta{

@@ -9,6 +9,16 @@ import (
 	"time"
 )
 
+// anaWithMessages is a new store with the account ana@example.org and n messages in its
+// INBOX.
+func anaWithMessages(t *testing.T, n int) (context.Context, *Store, Account) {
+	t.Helper()
+	s := newTestStore(t, Options{})
+	a := mustAccount(t, s, "ana@example.org")
+	deliverN(t, s, a.ID, n)
+	return context.Background(), s, a
+}
+
 func deliverN(t *testing.T, s *Store, acct int64, n int) {
 	t.Helper()
 	for range n {
@@ -86,10 +96,7 @@ func TestMailboxLifecycle(t *testing.T) {
 
 func TestRenameInbox(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	s := newTestStore(t, Options{})
-	a := mustAccount(t, s, "ana@example.org")
-	deliverN(t, s, a.ID, 3)
+	ctx, s, a := anaWithMessages(t, 3)
 	if err := s.RenameMailbox(ctx, a.ID, "INBOX", "Old", "/"); err != nil {
 		t.Fatal(err)
 	}
@@ -104,10 +111,7 @@ func TestRenameInbox(t *testing.T) {
 
 func TestFlagsModseqAndChanges(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	s := newTestStore(t, Options{})
-	a := mustAccount(t, s, "ana@example.org")
-	deliverN(t, s, a.ID, 3)
+	ctx, s, a := anaWithMessages(t, 3)
 	snap, err := s.SnapshotMailbox(ctx, a.ID, "INBOX")
 	if err != nil {
 		t.Fatal(err)
@@ -167,10 +171,7 @@ func TestFlagsModseqAndChanges(t *testing.T) {
 
 func TestCopyMove(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	s := newTestStore(t, Options{})
-	a := mustAccount(t, s, "ana@example.org")
-	deliverN(t, s, a.ID, 4)
+	ctx, s, a := anaWithMessages(t, 4)
 	inbox, _ := s.GetMailbox(ctx, a.ID, "INBOX")
 	trash, _ := s.GetMailbox(ctx, a.ID, "Trash")
 	s.StoreFlags(ctx, inbox.ID, []uint32{2}, FlagsAdd, []string{`\Flagged`})
@@ -260,10 +261,7 @@ func TestAppendMessage(t *testing.T) {
 
 func TestMessageMeta(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	s := newTestStore(t, Options{})
-	a := mustAccount(t, s, "ana@example.org")
-	deliverN(t, s, a.ID, 1)
+	ctx, s, a := anaWithMessages(t, 1)
 	ms, _ := s.ListMessages(ctx, a.ID, "INBOX")
 	id := ms[0].MessageID
 	if err := s.PutMessageMeta(ctx, map[string]MessageMeta{id: {Header: []byte("h"), Structure: []byte("s")}, "nosuchmessage": {Header: []byte("x"), Structure: []byte("y")}}); err != nil {
