@@ -2,11 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"strings"
@@ -68,11 +63,10 @@ func cmdDKIM(ctx context.Context, args []string, stdout io.Writer) error {
 				// A dated selector lets a new key be published beside the old one.
 				selector = map[string]string{"ed25519": "ed", "rsa": "rsa"}[algo] + time.Now().UTC().Format("200601")
 			}
-			pemText, err := generateKey(algo)
+			k, err := intake.GenerateDKIMKey(domain, selector, algo)
 			if err != nil {
 				return err
 			}
-			k := store.DKIMKey{Domain: domain, Selector: selector, Algorithm: algo, PrivatePEM: pemText}
 			if err := st.AddDKIMKey(ctx, k); err != nil {
 				return err
 			}
@@ -106,24 +100,6 @@ func cmdDKIM(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		return usagef("usage: %s", usage)
 	})
-}
-
-func generateKey(algo string) (string, error) {
-	var key any
-	var err error
-	if algo == "rsa" {
-		key, err = rsa.GenerateKey(rand.Reader, 2048)
-	} else {
-		_, key, err = ed25519.GenerateKey(rand.Reader)
-	}
-	if err != nil {
-		return "", err
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return "", err
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), nil
 }
 
 // printDKIMRecord prints the record in zone-file form, split into 255-octet strings.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto"
 	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
@@ -143,4 +145,29 @@ func DKIMRecord(k store.DKIMKey) (name, value string, err error) {
 		}
 	}
 	return k.Selector + "._domainkey." + k.Domain, fmt.Sprintf("v=DKIM1; k=%s; p=%s", kt, base64.StdEncoding.EncodeToString(p)), nil
+}
+
+// GenerateDKIMKey makes a new signing key for domain: "ed25519" (RFC 8463) or "rsa" (2048
+// bits, for verifiers without Ed25519). The caller stores it (Store.AddDKIMKey) and publishes
+// DKIMRecord.
+func GenerateDKIMKey(domain, selector, algo string) (store.DKIMKey, error) {
+	var key any
+	var err error
+	switch algo {
+	case "ed25519":
+		_, key, err = ed25519.GenerateKey(rand.Reader)
+	case "rsa":
+		key, err = rsa.GenerateKey(rand.Reader, 2048)
+	default:
+		return store.DKIMKey{}, fmt.Errorf("DKIM key algorithm %q: want ed25519 or rsa", algo)
+	}
+	if err != nil {
+		return store.DKIMKey{}, err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return store.DKIMKey{}, err
+	}
+	return store.DKIMKey{Domain: domain, Selector: selector, Algorithm: algo,
+		PrivatePEM: string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))}, nil
 }

@@ -2,55 +2,22 @@ package smtpserver_test
 
 import (
 	"bytes"
-	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/emersion/go-msgauth/dkim"
 
-	"yubin/internal/intake"
 	"yubin/internal/store"
 	"yubin/internal/testenv"
 )
-
-func pkcs8(t *testing.T, key any) string {
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
-}
 
 // TestDKIMSigning: submitted mail of a domain with an Ed25519 and an RSA key carries two
 // signatures that verify against the published records; MX mail is not signed.
 func TestDKIMSigning(t *testing.T) {
 	t.Parallel()
 	y := testenv.Start(t)
-	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
-	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	records := map[string]string{}
-	for _, k := range []store.DKIMKey{
-		{Domain: "example.test", Selector: "ed1", Algorithm: "ed25519", PrivatePEM: pkcs8(t, edKey)},
-		{Domain: "example.test", Selector: "rsa1", Algorithm: "rsa", PrivatePEM: pkcs8(t, rsaKey)},
-	} {
-		if err := y.App.Store.AddDKIMKey(context.Background(), k); err != nil {
-			t.Fatal(err)
-		}
-		name, value, err := intake.DKIMRecord(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		records[name] = value
-	}
+	records := y.AddDKIMKeys("example.test")
 	c := submit(t, y)
 	content := "From: User <user@example.test>\r\nTo: friend@remote.test\r\nSubject: signed\r\n\r\nHello,\r\n.dotted line\r\n"
 	deliver(t, c, "user@example.test", []string{"user@example.test"}, content)

@@ -20,6 +20,7 @@ import (
 	"yubin/internal/app"
 	"yubin/internal/config"
 	"yubin/internal/directory"
+	"yubin/internal/intake"
 	"yubin/internal/smtp"
 	"yubin/internal/testenv/fakedns"
 	"yubin/internal/testenv/tool"
@@ -350,4 +351,26 @@ func (y *Yubin) SetAppPassword(addr, name, password string) {
 func Wrap(t testing.TB, c net.Conn) *Conn {
 	t.Cleanup(func() { c.Close() })
 	return &Conn{T: t, C: c, br: bufio.NewReader(c)}
+}
+
+// AddDKIMKeys gives domain an Ed25519 key (selector "ed1") and an RSA key ("rsa1"), as
+// "yubin dkim keygen" would, and returns their DNS records by name.
+func (y *Yubin) AddDKIMKeys(domain string) map[string]string {
+	y.T.Helper()
+	records := map[string]string{}
+	for sel, algo := range map[string]string{"ed1": "ed25519", "rsa1": "rsa"} {
+		k, err := intake.GenerateDKIMKey(domain, sel, algo)
+		if err != nil {
+			y.T.Fatal(err)
+		}
+		if err := y.App.Store.AddDKIMKey(context.Background(), k); err != nil {
+			y.T.Fatal(err)
+		}
+		name, value, err := intake.DKIMRecord(k)
+		if err != nil {
+			y.T.Fatal(err)
+		}
+		records[name] = value
+	}
+	return records
 }

@@ -7,20 +7,12 @@ package interop
 import (
 	"bufio"
 	"bytes"
-	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/pem"
 	"net"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
 
-	"yubin/internal/intake"
-	"yubin/internal/store"
 	"yubin/internal/testenv"
 )
 
@@ -61,15 +53,6 @@ func dkimVerify(t *testing.T, py, dnsAddr string, msg []byte) (string, bool) {
 	return "", false
 }
 
-func pkcs8PEM(t *testing.T, key any) string {
-	t.Helper()
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
-}
-
 // TestDKIMVerifiedByDkimpy: a message submitted by user@example.test, whose domain has an
 // Ed25519 and an RSA key, is relayed to another server with two signatures; dkimpy verifies
 // both with the keys published in DNS, and neither once one byte of the body is changed.
@@ -80,26 +63,8 @@ func TestDKIMVerifiedByDkimpy(t *testing.T) {
 
 	// What "yubin dkim keygen example.test --algo ed25519|rsa" does: a key in the store, and
 	// the TXT record to publish, here in the fake DNS that the sender also resolves MX with.
-	_, edKey, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var names []string
-	for _, k := range []store.DKIMKey{
-		{Domain: "example.test", Selector: "ed1", Algorithm: "ed25519", PrivatePEM: pkcs8PEM(t, edKey)},
-		{Domain: "example.test", Selector: "rsa1", Algorithm: "rsa", PrivatePEM: pkcs8PEM(t, rsaKey)},
-	} {
-		if err := sender.App.Store.AddDKIMKey(context.Background(), k); err != nil {
-			t.Fatal(err)
-		}
-		name, value, err := intake.DKIMRecord(k)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for name, value := range sender.AddDKIMKeys("example.test") {
 		sender.DNS.AddTXT(name, value)
 		names = append(names, name)
 	}
