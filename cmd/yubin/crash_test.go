@@ -271,23 +271,12 @@ func sendSession(addr, prefix string, bdat, large bool, l *crashLedger) bool {
 
 // loadSession is sendSession that also returns the reply that refused a message, if one did.
 func loadSession(addr, prefix string, bdat, large bool, l *crashLedger) (connected bool, refusal *smtp.Reply) {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
+	lc, err := dialLoad(addr)
 	if err != nil {
 		return false, nil
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	br := bufio.NewReader(c)
-	expect := func(code int) bool {
-		r, err := smtp.ReadReply(br, 100)
-		return err == nil && r.Code == code
-	}
-	cmd := func(line string, code int) bool {
-		if _, err := fmt.Fprintf(c, "%s\r\n", line); err != nil {
-			return false
-		}
-		return expect(code)
-	}
+	defer lc.Close()
+	c, br, expect, cmd := lc.Conn, lc.br, lc.expect, lc.cmd
 	if !expect(220) || !cmd("EHLO load.test", 250) {
 		return true, nil
 	}
@@ -338,23 +327,12 @@ func loadSession(addr, prefix string, bdat, large bool, l *crashLedger) (connect
 // stallSession starts a message, sends part of it and waits for stop: the message must never
 // be stored. With BDAT, the first chunk is acknowledged (250) and the last one is cut short.
 func stallSession(addr, tok string, bdat bool, l *crashLedger, stop <-chan struct{}) {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
+	lc, err := dialLoad(addr)
 	if err != nil {
 		return
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	br := bufio.NewReader(c)
-	expect := func(code int) bool {
-		r, err := smtp.ReadReply(br, 100)
-		return err == nil && r.Code == code
-	}
-	cmd := func(line string, code int) bool {
-		if _, err := fmt.Fprintf(c, "%s\r\n", line); err != nil {
-			return false
-		}
-		return expect(code)
-	}
+	defer lc.Close()
+	c, expect, cmd := lc.Conn, lc.expect, lc.cmd
 	if !expect(220) {
 		return
 	}
@@ -377,4 +355,32 @@ func stallSession(addr, tok string, bdat bool, l *crashLedger, stop <-chan struc
 		c.Write(body[:half])
 	}
 	<-stop
+}
+
+// loadConn is a load client's SMTP connection: expect reads a reply and checks its code, cmd
+// sends a line and checks the reply. Every step is bounded by a 30 s deadline.
+type loadConn struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+func dialLoad(addr string) (*loadConn, error) {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return nil, err
+	}
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	return &loadConn{Conn: c, br: bufio.NewReader(c)}, nil
+}
+
+func (l *loadConn) expect(code int) bool {
+	r, err := smtp.ReadReply(l.br, 100)
+	return err == nil && r.Code == code
+}
+
+func (l *loadConn) cmd(line string, code int) bool {
+	if _, err := fmt.Fprintf(l, "%s\r\n", line); err != nil {
+		return false
+	}
+	return l.expect(code)
 }
