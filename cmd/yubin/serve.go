@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 
 	"yubin/internal/app"
 	"yubin/internal/config"
@@ -33,6 +34,18 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
+	if path := os.Getenv("YUBIN_CPUPROFILE"); path != "" {
+		// For developers (bench/run.sh PROFILE=1): a CPU profile of the whole run, for go tool pprof.
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	a, err := app.New(ctx, cfg, log)
 	if err != nil {
 		return err
