@@ -196,7 +196,9 @@ func newEnv(t *testing.T, dir string) *env {
 }
 
 func (e *env) open() {
-	st, err := store.Open(context.Background(), e.dir, store.Options{})
+	// JoinWait -1: results are written as soon as they are made, so that synctest.Wait
+	// (which returns while a timer is pending) sees them.
+	st, err := store.Open(context.Background(), e.dir, store.Options{JoinWait: -1})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -291,7 +291,7 @@ type MessageReader interface {
 func (s *Store) OpenMessage(ctx context.Context, messageID string) (MessageReader, int64, error) {
 	var rel string
 	var data []byte
-	err := s.r.QueryRowContext(ctx, `SELECT blob_path, data FROM messages WHERE id = ?`, messageID).Scan(&rel, &data)
+	err := s.rrow(ctx, `SELECT blob_path, data FROM messages WHERE id = ?`, messageID).Scan(&rel, &data)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, 0, fmt.Errorf("open message %s: %w", messageID, ErrNotFound)
 	}

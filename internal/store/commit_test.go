@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -302,30 +304,51 @@ func TestSubscribe(t *testing.T) {
 	}
 }
 
+// BenchmarkDeliver measures the commit of a 1 KiB message as the SMTP server makes it (a
+// buffered blob, stored inside the database): parallel, 8 x GOMAXPROCS sessions sharing
+// group commits; sequential, one commit at a time (the latency of a single session).
 func BenchmarkDeliver(b *testing.B) {
-	ctx := context.Background()
-	s := newTestStore(b, Options{})
-	a := mustAccount(b, s, "ana@example.org")
 	msg := bytes.Repeat([]byte("0123456789abcde\n"), 64) // 1 KiB
-	b.SetBytes(int64(len(msg)))
-	b.SetParallelism(8) // 8 x GOMAXPROCS concurrent sessions
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			w, err := s.NewBlob()
-			if err != nil {
-				b.Error(err)
-				return
+	one := func(b *testing.B, s *Store, acct int64) bool {
+		w, err := s.NewBufferedBlob()
+		if err != nil {
+			b.Error(err)
+			return false
+		}
+		w.Write(msg)
+		if err := s.Deliver(context.Background(), &Commit{Blob: w, From: "x@remote.example", Recipients: []Recipient{local(acct)}}); err != nil {
+			b.Error(err)
+			return false
+		}
+		return true
+	}
+	b.Run("parallel", func(b *testing.B) {
+		s := newTestStore(b, Options{})
+		a := mustAccount(b, s, "ana@example.org")
+		b.SetBytes(int64(len(msg)))
+		b.SetParallelism(8)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if !one(b, s, a.ID) {
+					return
+				}
 			}
-			w.Write(msg)
-			if err := s.Deliver(ctx, &Commit{Blob: w, From: "x@remote.example", Recipients: []Recipient{local(a.ID)}}); err != nil {
-				b.Error(err)
+		})
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/float64(s.txCount.Load()), "commits/tx")
+	})
+	b.Run("sequential", func(b *testing.B) {
+		s := newTestStore(b, Options{})
+		a := mustAccount(b, s, "ana@example.org")
+		b.SetBytes(int64(len(msg)))
+		b.ResetTimer()
+		for b.Loop() {
+			if !one(b, s, a.ID) {
 				return
 			}
 		}
 	})
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/float64(s.txCount.Load()), "commits/tx")
 }
 
 // dirEntries lists the files under dir/sub (for tests).
@@ -339,4 +362,52 @@ func dirEntries(t *testing.T, s *Store, sub string) []string {
 		return nil
 	})
 	return names
+}
+
+// A joinable write (queue claim or result) waits for a message commit and shares its
+// transaction; alone, it commits after JoinWait.
+func TestJoinableWrites(t *testing.T) {
+	t.Parallel()
+	touch := func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE domains SET catch_all = catch_all`)
+		return err
+	}
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := newTestStore(t, Options{JoinWait: time.Hour})
+		a := mustAccount(t, s, "ana@example.org")
+		before := s.txCount.Load()
+		joined := make(chan error, 1)
+		go func() { joined <- s.groupTxJoin(ctx, touch) }()
+		synctest.Wait() // the committer holds the write, waiting for company
+		select {
+		case err := <-joined:
+			t.Fatalf("joinable write committed alone at once (%v)", err)
+		default:
+		}
+		w, err := s.NewBufferedBlob()
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write([]byte("Subject: x\r\n\r\nx\r\n"))
+		if err := s.Deliver(ctx, &Commit{Blob: w, From: "x@remote.example", Recipients: []Recipient{local(a.ID)}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-joined; err != nil {
+			t.Fatal(err)
+		}
+		if n := s.txCount.Load() - before; n != 1 {
+			t.Errorf("%d transactions for a message and a joinable write, want 1", n)
+		}
+	})
+	synctest.Test(t, func(t *testing.T) {
+		s := newTestStore(t, Options{JoinWait: 5 * time.Millisecond})
+		start := time.Now()
+		if err := s.groupTxJoin(context.Background(), touch); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d != 5*time.Millisecond {
+			t.Errorf("a joinable write alone committed after %v, want JoinWait (5ms)", d)
+		}
+	})
 }

@@ -184,43 +184,49 @@ func (s *Store) ClaimQueue(ctx context.Context, from QueueState, now time.Time, 
 	default:
 		return nil, fmt.Errorf("claim queue: cannot claim entries in state %q", from)
 	}
+	// The due entries are found on a reader, so that a scheduler finding nothing (after
+	// every wake-up) costs the single writer nothing. Only the scheduler claims, and each
+	// claim is conditional on the state, so an entry an operator changed in between is
+	// skipped.
+	rows, err := s.rquery(ctx, claimSelectSQL, string(from), unix(now), limit)
+	if err != nil {
+		return nil, fmt.Errorf("claim queue entries: %w", err)
+	}
+	var found []QueueEntry
+	for rows.Next() {
+		e, err := scanQueueEntry(rows)
+		if err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("claim queue entries: %w", err)
+		}
+		e.State = to
+		found = append(found, e)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("claim queue entries: %w", err)
+	}
+	if len(found) == 0 {
+		return nil, nil
+	}
 	var es []QueueEntry
 	// Claims share the committer's transactions: under load the scheduler claims after
 	// every wake-up, and a transaction (and fsync) of its own each time would cost more than
 	// the delivery. A claim need not survive a crash (claims are reset at start), so a batch
 	// of claims alone commits without an fsync.
-	err := s.groupTxLazy(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err = s.groupTxJoin(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		es = es[:0]
-		// The index queue_due (state, next_attempt) holds rowid last, so this ORDER BY is
-		// the index order and LIMIT stops the scan: no sort, no full scan.
-		rows, err := tx.QueryContext(ctx, `SELECT `+queueCols+`
-			FROM queue q JOIN messages m ON m.id = q.message_id
-			WHERE q.state = ? AND q.next_attempt <= ?
-			ORDER BY q.next_attempt, q.id LIMIT ?`, string(from), unix(now), limit)
+		st, err := s.wstmt(ctx, tx, claimQueueSQL)
 		if err != nil {
 			return err
 		}
-		for rows.Next() {
-			e, err := scanQueueEntry(rows)
+		for _, e := range found {
+			res, err := st.ExecContext(ctx, string(to), e.ID, string(from))
 			if err != nil {
-				rows.Close()
 				return err
 			}
-			e.State = to
-			es = append(es, e)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		st, err := tx.PrepareContext(ctx, `UPDATE queue SET state = ? WHERE id = ?`)
-		if err != nil {
-			return err
-		}
-		defer st.Close()
-		for _, e := range es {
-			if _, err := st.ExecContext(ctx, string(to), e.ID); err != nil {
-				return err
+			if n, _ := res.RowsAffected(); n == 1 {
+				es = append(es, e)
 			}
 		}
 		return nil
@@ -230,6 +236,30 @@ func (s *Store) ClaimQueue(ctx context.Context, from QueueState, now time.Time, 
 	}
 	return es, nil
 }
+
+// Statements of the scheduler's hot path (see stmt.go).
+const (
+	// The index queue_due (state, next_attempt) holds rowid last, so this ORDER BY is the
+	// index order and LIMIT stops the scan: no sort, no full scan.
+	claimSelectSQL = `SELECT ` + queueCols + `
+		FROM queue q JOIN messages m ON m.id = q.message_id
+		WHERE q.state = ? AND q.next_attempt <= ?
+		ORDER BY q.next_attempt, q.id LIMIT ?`
+	claimQueueSQL         = `UPDATE queue SET state = ? WHERE id = ? AND state = ?`
+	deleteQueueSQL        = `DELETE FROM queue WHERE id = ? RETURNING message_id`
+	updateQueueAttemptSQL = `UPDATE queue SET state = ?, next_attempt = ?, attempts = attempts + 1,
+		last_error = ?, last_mx = ?, last_attempt = ?, warned = warned | ?
+		WHERE id = ? AND state = ?`
+	updateQueueSQL   = `UPDATE queue SET state = ?, next_attempt = ?, warned = warned | ? WHERE id = ? AND state = ?`
+	insertAttemptSQL = `INSERT INTO queue_attempts (queue_id, time, mx, ip, tls, reply) VALUES (?, ?, ?, ?, ?, ?)`
+	// Both checks are index lookups (mailbox_messages_message, queue_message).
+	deleteUnreferencedSQL = `DELETE FROM messages WHERE id = ?
+		AND NOT EXISTS (SELECT 1 FROM mailbox_messages WHERE message_id = ?)
+		AND NOT EXISTS (SELECT 1 FROM queue WHERE message_id = ?)
+		RETURNING blob_path`
+	nextAttemptSQL  = `SELECT next_attempt FROM queue WHERE state = ? ORDER BY next_attempt LIMIT 1`
+	queueInStateSQL = `SELECT 1 FROM queue WHERE id = ? AND state = ?`
+)
 
 // ResetQueueClaims returns every claimed entry to its unclaimed state (active to queued,
 // bouncing to failed) and returns how many it changed. The scheduler calls it when it starts
@@ -258,7 +288,7 @@ func (s *Store) ResetQueueClaims(ctx context.Context) (int, error) {
 func (s *Store) NextQueueAttempt(ctx context.Context) (next time.Time, ok bool, err error) {
 	for _, st := range []QueueState{QueueQueued, QueueFailed} {
 		var t int64
-		err := s.r.QueryRowContext(ctx, `SELECT next_attempt FROM queue WHERE state = ? ORDER BY next_attempt LIMIT 1`, string(st)).Scan(&t)
+		err := s.rrow(ctx, nextAttemptSQL, string(st)).Scan(&t)
 		if errors.Is(err, sql.ErrNoRows) {
 			continue
 		}
@@ -282,14 +312,18 @@ func (s *Store) UpdateQueue(ctx context.Context, ups []QueueUpdate) error {
 	// commit returns) means a message delivered again or retried early, the same as Postfix
 	// after its unsynced unlink of a delivered queue file. Everything that must not be lost
 	// (the message, a bounce) is committed with an fsync before the result is written.
-	err := s.groupTxLazy(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := s.groupTxJoin(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		paths = paths[:0]
 		var msgs []string
 		seen := map[string]bool{}
 		for _, u := range ups {
 			if u.Delete {
+				del, err := s.wstmt(ctx, tx, deleteQueueSQL)
+				if err != nil {
+					return err
+				}
 				var msg string
-				err := tx.QueryRowContext(ctx, `DELETE FROM queue WHERE id = ? RETURNING message_id`, u.ID).Scan(&msg)
+				err = del.QueryRowContext(ctx, u.ID).Scan(&msg)
 				if errors.Is(err, sql.ErrNoRows) {
 					continue // already removed by an operator
 				}
@@ -302,12 +336,12 @@ func (s *Store) UpdateQueue(ctx context.Context, ups []QueueUpdate) error {
 				}
 				continue
 			}
-			if err := updateQueueEntry(ctx, tx, u); err != nil {
+			if err := s.updateQueueEntry(ctx, tx, u); err != nil {
 				return err
 			}
 		}
 		for _, m := range msgs {
-			p, err := deleteIfUnreferenced(ctx, tx, m)
+			p, err := s.deleteIfUnreferenced(ctx, tx, m)
 			if err != nil {
 				return err
 			}
@@ -324,29 +358,40 @@ func (s *Store) UpdateQueue(ctx context.Context, ups []QueueUpdate) error {
 	return nil
 }
 
-func updateQueueEntry(ctx context.Context, tx *sql.Tx, u QueueUpdate) error {
+func (s *Store) updateQueueEntry(ctx context.Context, tx *sql.Tx, u QueueUpdate) error {
 	var res sql.Result
-	var err error
 	if u.CountAttempt {
-		res, err = tx.ExecContext(ctx, `UPDATE queue SET state = ?, next_attempt = ?, attempts = attempts + 1,
-			last_error = ?, last_mx = ?, last_attempt = ?, warned = warned | ?
-			WHERE id = ? AND state = ?`,
-			string(u.State), unix(u.NextAttempt), u.LastError, u.LastMX, unix(u.LastAttempt), boolInt(u.SetWarned),
-			u.ID, string(u.Claim))
+		st, err := s.wstmt(ctx, tx, updateQueueAttemptSQL)
+		if err != nil {
+			return err
+		}
+		res, err = st.ExecContext(ctx, string(u.State), unix(u.NextAttempt), u.LastError, u.LastMX, unix(u.LastAttempt),
+			boolInt(u.SetWarned), u.ID, string(u.Claim))
+		if err != nil {
+			return fmt.Errorf("update queue entry %d: %w", u.ID, err)
+		}
 	} else {
-		res, err = tx.ExecContext(ctx, `UPDATE queue SET state = ?, next_attempt = ?, warned = warned | ?
-			WHERE id = ? AND state = ?`,
-			string(u.State), unix(u.NextAttempt), boolInt(u.SetWarned), u.ID, string(u.Claim))
-	}
-	if err != nil {
-		return fmt.Errorf("update queue entry %d: %w", u.ID, err)
+		st, err := s.wstmt(ctx, tx, updateQueueSQL)
+		if err != nil {
+			return err
+		}
+		res, err = st.ExecContext(ctx, string(u.State), unix(u.NextAttempt), boolInt(u.SetWarned), u.ID, string(u.Claim))
+		if err != nil {
+			return fmt.Errorf("update queue entry %d: %w", u.ID, err)
+		}
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return nil // removed or changed by an operator meanwhile: theirs wins
 	}
+	if len(u.Timeline) == 0 {
+		return nil
+	}
+	ins, err := s.wstmt(ctx, tx, insertAttemptSQL)
+	if err != nil {
+		return err
+	}
 	for _, a := range u.Timeline {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO queue_attempts (queue_id, time, mx, ip, tls, reply) VALUES (?, ?, ?, ?, ?, ?)`,
-			u.ID, unix(a.Time), a.MX, a.IP, a.TLS, a.Reply); err != nil {
+		if _, err := ins.ExecContext(ctx, u.ID, unix(a.Time), a.MX, a.IP, a.TLS, a.Reply); err != nil {
 			return fmt.Errorf("record attempt of queue entry %d: %w", u.ID, err)
 		}
 	}
@@ -355,14 +400,14 @@ func updateQueueEntry(ctx context.Context, tx *sql.Tx, u QueueUpdate) error {
 
 // deleteIfUnreferenced deletes the messages row of id when no mailbox entry and no queue row
 // references it and returns its blob path ("" when it was kept or did not exist; inlineMark
-// when it was deleted and its bytes lived in the row). Both checks are index lookups
-// (mailbox_messages_message, queue_message).
-func deleteIfUnreferenced(ctx context.Context, tx *sql.Tx, id string) (string, error) {
+// when it was deleted and its bytes lived in the row).
+func (s *Store) deleteIfUnreferenced(ctx context.Context, tx *sql.Tx, id string) (string, error) {
+	st, err := s.wstmt(ctx, tx, deleteUnreferencedSQL)
+	if err != nil {
+		return "", err
+	}
 	var p string
-	err := tx.QueryRowContext(ctx, `DELETE FROM messages WHERE id = ?
-		AND NOT EXISTS (SELECT 1 FROM mailbox_messages WHERE message_id = ?)
-		AND NOT EXISTS (SELECT 1 FROM queue WHERE message_id = ?)
-		RETURNING blob_path`, id, id, id).Scan(&p)
+	err = st.QueryRowContext(ctx, id, id, id).Scan(&p)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}
@@ -385,7 +430,7 @@ func (s *Store) DeleteMessageIfUnreferenced(ctx context.Context, id string) (boo
 	var p string
 	err := s.writeTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		p, err = deleteIfUnreferenced(ctx, tx, id)
+		p, err = s.deleteIfUnreferenced(ctx, tx, id)
 		return err
 	})
 	if err != nil {
@@ -512,7 +557,7 @@ func (s *Store) RemoveQueueEntry(ctx context.Context, id int64) error {
 		if err != nil {
 			return err
 		}
-		p, err = deleteIfUnreferenced(ctx, tx, msg)
+		p, err = s.deleteIfUnreferenced(ctx, tx, msg)
 		return err
 	})
 	if err != nil {
@@ -551,26 +596,17 @@ func (s *Store) FailQueueEntry(ctx context.Context, id int64, now time.Time, rea
 // bounced one while it waited for a connection slot.
 func (s *Store) QueueIDsInState(ctx context.Context, state QueueState, ids []int64) (map[int64]bool, error) {
 	in := make(map[int64]bool, len(ids))
-	if len(ids) == 0 {
-		return in, nil
-	}
-	args := make([]any, 0, len(ids)+1)
-	args = append(args, string(state))
+	// One prepared index probe per id: a group has few (its recipients at one domain).
 	for _, id := range ids {
-		args = append(args, id)
-	}
-	q := `SELECT id FROM queue WHERE state = ? AND id IN (?` + strings.Repeat(", ?", len(ids)-1) + `)`
-	rows, err := s.r.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("queue entries in state %s: %w", state, err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
+		var one int
+		err := s.rrow(ctx, queueInStateSQL, id, string(state)).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
 			return nil, fmt.Errorf("queue entries in state %s: %w", state, err)
 		}
 		in[id] = true
 	}
-	return in, rows.Err()
+	return in, nil
 }
