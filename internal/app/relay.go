@@ -28,6 +28,7 @@ func newRelay(cfg config.Config, st *store.Store, in *intake.Intake, dir *direct
 		Port:        cfg.Relay.Port,
 		Logger:      log.With("component", "outbound"),
 		IdleTimeout: cfg.Relay.ConnectionReuse.D(),
+		MaxIdle:     cfg.Relay.PerDestination,
 	}
 	for dom, r := range cfg.Relay.Routes {
 		client.Routes[dom] = outbound.Route{Host: r.Host, Username: r.Username, Password: r.Password, TLS: r.TLS, InsecureSkipVerify: r.InsecureSkipVerify}

@@ -136,9 +136,12 @@ type Client struct {
 	// the next message to the same host; 0 closes it at once. Close closes
 	// the idle connections.
 	IdleTimeout time.Duration
+	// MaxIdle is how many idle connections are kept per host and address: as many as
+	// deliveries to it may run at once is enough; 0 means 4.
+	MaxIdle int
 
 	mu     sync.Mutex
-	idle   map[string]*session // by poolKey
+	idle   map[string][]*session // by poolKey, most recently used last
 	closed bool
 }
 

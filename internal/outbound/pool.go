@@ -28,22 +28,30 @@ func poolKey(p *plan, h hop, ip net.IP, plain bool) string {
 	return strings.Join([]string{h.name, ip.String(), h.port, p.tlsMode(), user, map[bool]string{true: "plain"}[plain]}, "|")
 }
 
-// take returns the idle session kept under key, if it is still open.
+// take returns the most recently used idle session kept under key, if it is still open.
 func (c *Client) take(key string) *session {
-	c.mu.Lock()
-	s := c.idle[key]
-	delete(c.idle, key)
-	c.mu.Unlock()
-	if s == nil {
-		return nil
-	}
-	s.idleTimer.Stop()
-	if !s.alive() {
+	for {
+		c.mu.Lock()
+		ss := c.idle[key]
+		if len(ss) == 0 {
+			c.mu.Unlock()
+			return nil
+		}
+		s := ss[len(ss)-1]
+		ss[len(ss)-1] = nil
+		if ss = ss[:len(ss)-1]; len(ss) == 0 {
+			delete(c.idle, key)
+		} else {
+			c.idle[key] = ss
+		}
+		c.mu.Unlock()
+		s.idleTimer.Stop()
+		if s.alive() {
+			return s
+		}
 		s.broken = true
 		s.close()
-		return nil
 	}
-	return s
 }
 
 // release keeps s for reuse under key, or closes it.
@@ -60,23 +68,36 @@ func (c *Client) release(key string, s *session) {
 		return
 	}
 	s.bind(context.Background())
+	max := c.MaxIdle
+	if max <= 0 {
+		max = 4
+	}
 	c.mu.Lock()
-	if c.closed || c.idle[key] != nil {
-		// One idle connection per key is enough.
+	if c.closed || len(c.idle[key]) >= max {
 		c.mu.Unlock()
 		s.close()
 		return
 	}
 	defer c.mu.Unlock()
 	if c.idle == nil {
-		c.idle = map[string]*session{}
+		c.idle = map[string][]*session{}
 	}
-	c.idle[key] = s
+	c.idle[key] = append(c.idle[key], s)
 	s.idleTimer = time.AfterFunc(c.IdleTimeout, func() {
 		c.mu.Lock()
-		mine := c.idle[key] == s
-		if mine {
+		mine := false
+		ss := c.idle[key]
+		for i, x := range ss {
+			if x == s {
+				mine = true
+				ss = append(ss[:i], ss[i+1:]...)
+				break
+			}
+		}
+		if len(ss) == 0 {
 			delete(c.idle, key)
+		} else if mine {
+			c.idle[key] = ss
 		}
 		c.mu.Unlock()
 		if mine {
@@ -93,9 +114,11 @@ func (c *Client) Close() error {
 	c.idle = nil
 	c.closed = true
 	c.mu.Unlock()
-	for _, s := range idle {
-		s.idleTimer.Stop()
-		s.close()
+	for _, ss := range idle {
+		for _, s := range ss {
+			s.idleTimer.Stop()
+			s.close()
+		}
 	}
 	return nil
 }
@@ -112,6 +135,12 @@ func (s *session) bind(ctx context.Context) {
 // alive reports whether an idle session is still open and silent: a peer
 // that closed it, or said something (a 421 before closing), has ended it.
 func (s *session) alive() bool {
+	if s.br.Buffered() > 0 {
+		return false // the peer said something while idle (a 421 before closing)
+	}
+	if alive, ok := peekAlive(s.raw); ok {
+		return alive
+	}
 	// A deadline already past would fail the read before it looks at the
 	// socket; a millisecond lets it see a FIN or bytes already there.
 	s.nc.SetReadDeadline(time.Now().Add(time.Millisecond))

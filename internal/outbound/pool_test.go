@@ -1,6 +1,10 @@
 package outbound
 
 import (
+	"bufio"
+	"context"
+	"io"
+	"net"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -123,4 +127,65 @@ func TestConnectionNotReusedAfterTimeout(t *testing.T) {
 			t.Errorf("idle connection closed after %v", d)
 		}
 	})
+}
+
+// Up to MaxIdle connections per destination are kept (deliveries to one host run in
+// parallel, and each finds a connection when the next message comes); the most recently
+// used is taken first; one more is closed with QUIT.
+func TestConnectionPoolKeepsSeveral(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	quits := make(chan int, 3)
+	go func() {
+		for i := 0; ; i++ {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(i int) {
+				defer nc.Close()
+				sc := bufio.NewScanner(nc)
+				for sc.Scan() {
+					if sc.Text() == "QUIT" {
+						quits <- i
+						io.WriteString(nc, "221 bye\r\n")
+						return
+					}
+				}
+			}(i)
+		}
+	}()
+	c := &Client{IdleTimeout: time.Minute, MaxIdle: 2}
+	var ss []*session
+	for range 3 {
+		nc, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ss = append(ss, newSession(context.Background(), nc, "peer.example", Timeouts{}.withDefaults()))
+	}
+	for _, s := range ss {
+		c.release("k", s)
+	}
+	select {
+	case <-quits:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connection over MaxIdle was not closed")
+	}
+	if got := c.take("k"); got != ss[1] {
+		t.Errorf("first take: session %p, want the last kept (%p)", got, ss[1])
+	}
+	if got := c.take("k"); got != ss[0] {
+		t.Errorf("second take: session %p, want %p", got, ss[0])
+	}
+	if got := c.take("k"); got != nil {
+		t.Errorf("third take: %p, want none", got)
+	}
+	ss[0].close()
+	ss[1].close()
+	c.Close()
 }

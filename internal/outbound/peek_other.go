@@ -1,0 +1,7 @@
+//go:build !unix
+
+package outbound
+
+import "net"
+
+func peekAlive(net.Conn) (alive, ok bool) { return false, false }
