@@ -21,6 +21,7 @@ import (
 	"yubin/internal/directory"
 	"yubin/internal/imapserver"
 	"yubin/internal/intake"
+	"yubin/internal/netutil"
 	"yubin/internal/outbound"
 	"yubin/internal/pop3server"
 	"yubin/internal/queue"
@@ -241,7 +242,7 @@ func (a *App) Start() error {
 // not one that a running server still answers on.
 func listen(network, addr string) (net.Listener, error) {
 	if network != "unix" {
-		return net.Listen(network, addr)
+		return netutil.ListenTCP(network, addr)
 	}
 	if c, err := net.Dial("unix", addr); err == nil {
 		c.Close()
