@@ -154,7 +154,9 @@ type runner struct {
 	running int
 	held    int  // claimed entries in memory: waiting + running
 	full    bool // the last fill stopped at maxActive: there may be more due
-	done    chan *group
+	// failedDue: the next fill looks for failed entries too (first fill, then every poll).
+	failedDue bool
+	done      chan *group
 }
 
 type groupKey struct{ msg, domain string }
@@ -183,6 +185,7 @@ func (s *Scheduler) newRunner() *runner {
 		retry:       s.Retry,
 		waiting:     map[groupKey]*group{},
 		domains:     map[string]*domainQueue{},
+		failedDue:   true,
 	}
 	if r.log == nil {
 		r.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -236,6 +239,7 @@ func (r *runner) loop(ctx context.Context) {
 			refill = true
 		case <-timer.C:
 			refill = true
+			r.failedDue = true
 		case g := <-r.done:
 			r.finished(g)
 			refill = r.full
@@ -250,7 +254,10 @@ func (r *runner) loop(ctx context.Context) {
 // ones are grouped for delivery, up to maxActive in memory. It reports false on a store error.
 func (r *runner) fill(ctx context.Context) bool {
 	now := r.now()
-	for {
+	// Failed entries (a bounce owed and not yet committed) come from a bounce that could not
+	// be committed, a restart or an operator: they are looked for at the first fill and at
+	// every poll, not after each wake-up for new mail.
+	for r.failedDue {
 		es, err := r.s.Store.ClaimQueue(ctx, store.QueueFailed, now, r.batch)
 		if err != nil {
 			r.log.Error("claim failed queue entries", "err", err)
@@ -260,7 +267,7 @@ func (r *runner) fill(ctx context.Context) bool {
 			r.bounce(ctx, es)
 		}
 		if len(es) < r.batch {
-			break
+			r.failedDue = false
 		}
 	}
 	r.full = false
