@@ -30,11 +30,13 @@ type Indexer struct {
 	started sync.Once
 }
 
-// indexBatch bounds the messages parsed and written together; indexDelay is how long the
-// worker gathers new messages before it parses and writes them.
+// indexBatch bounds the messages gathered together, indexWrite those written in one
+// transaction; indexDelay is how long the worker gathers new messages before it parses and
+// writes them.
 const (
 	indexBatch = 256
 	indexDelay = 250 * time.Millisecond
+	indexWrite = 32 // messages per write
 )
 
 // NewIndexer makes an Indexer; Start runs its worker and Close stops it. Messages queued
@@ -97,12 +99,18 @@ func (ix *Indexer) run() {
 			}
 		}
 		gather.Stop()
-		metas := make(map[string]store.MessageMeta, len(ids))
-		for _, id := range ids {
-			ix.index(ctx, id, metas)
-		}
-		if err := ix.st.PutMessageMeta(ctx, metas); err != nil {
-			ix.log.Warn("index new messages", "count", len(metas), "err", err)
+		// Parsed and written a few at a time: each write holds the store's single writer,
+		// and a message commit arriving meanwhile waits for it, so the writes stay short.
+		for len(ids) > 0 {
+			n := min(len(ids), indexWrite)
+			metas := make(map[string]store.MessageMeta, n)
+			for _, id := range ids[:n] {
+				ix.index(ctx, id, metas)
+			}
+			ids = ids[n:]
+			if err := ix.st.PutMessageMeta(ctx, metas); err != nil {
+				ix.log.Warn("index new messages", "count", len(metas), "err", err)
+			}
 		}
 	}
 }

@@ -3,7 +3,9 @@ package imapserver
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -64,5 +66,81 @@ func TestIndexerCachesNewMail(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("cached entry differs from a fresh parse:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// countingIndexStore records the size of every write the Indexer makes.
+type countingIndexStore struct {
+	IndexStore
+	mu     sync.Mutex
+	writes []int
+}
+
+func (c *countingIndexStore) PutMessageMeta(ctx context.Context, metas map[string]store.MessageMeta) error {
+	c.mu.Lock()
+	c.writes = append(c.writes, len(metas))
+	c.mu.Unlock()
+	return c.IndexStore.PutMessageMeta(ctx, metas)
+}
+
+// TestIndexerWritesInSmallTransactions: a burst of new mail is cached in writes of at most
+// indexWrite messages (each write holds the store's only writer), and none is left out.
+func TestIndexerWritesInSmallTransactions(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.AddDomain(ctx, "example.test"); err != nil {
+		t.Fatal(err)
+	}
+	acct, err := st.AddAccount(ctx, "user@example.test", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 2*indexWrite + 3
+	cs := &countingIndexStore{IndexStore: st}
+	ix := NewIndexer(cs, nil)
+	var ids []string
+	for i := range n {
+		b, err := st.NewBufferedBlob()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(b, "From: a@example.org\r\nSubject: %d\r\n\r\nbody\r\n", i)
+		ids = append(ids, b.ID())
+		if err := st.Deliver(ctx, &store.Commit{Blob: b, Recipients: []store.Recipient{{Address: "user@example.test", AccountID: acct.ID}}}); err != nil {
+			t.Fatal(err)
+		}
+		ix.Queue(b.ID())
+	}
+	ix.Start()
+	defer ix.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m, err := st.GetMessageMeta(ctx, ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(m) == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d messages cached", len(m), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	total := 0
+	for _, w := range cs.writes {
+		if w > indexWrite {
+			t.Errorf("a write of %d messages, want at most %d", w, indexWrite)
+		}
+		total += w
+	}
+	if total != n || len(cs.writes) < 3 {
+		t.Errorf("writes %v: want %d messages in at least 3", cs.writes, n)
 	}
 }
