@@ -116,6 +116,10 @@ one() { # server case round
   msgs=$(awk "BEGIN { printf \"%d\", $msgs * $SCALE + 0.5 }")
   local root d0 c0 t0 t1 t2 c1 acc peak=0 p d
   root=$(root_pid "$srv")
+  # Each case starts from a quiet disk: what the previous case left dirty (100 MB of case b,
+  # flushed by the kernel or by yubin's background checkpoint) is written out now instead of
+  # during the next measurement, of either server.
+  sync; sleep 1
   d0=$(delivered "$srv")
   c0=$(ticks "$root")
   : >"$WORK/flag"
