@@ -74,7 +74,8 @@ type Relay struct {
 	Port int `toml:"port"`
 	// Concurrency is how many deliveries run at once. Default 100 (Postfix's process limit).
 	Concurrency int `toml:"concurrency"`
-	// PerDestination is how many deliveries run at once to one domain. Default 20 (Postfix's
+	// PerDestination is how many deliveries run at once to one domain, and how many idle
+	// connections to one host are kept for reuse. Default 20 (Postfix's
 	// default_destination_concurrency_limit).
 	PerDestination int `toml:"per_destination"`
 	// RetryFirst is the wait after the first temporary failure; it doubles up to RetryMax.
@@ -88,8 +89,8 @@ type Relay struct {
 	DelayWarning Duration `toml:"delay_warning"`
 	// MTASTS fetches and obeys MTA-STS policies (RFC 8461). Default true.
 	MTASTS bool `toml:"mta_sts"`
-	// ConnectionReuse keeps a connection open this long for the next message to the same
-	// host. Default "5s"; "0s" closes it at once.
+	// ConnectionReuse keeps idle connections open this long for the next messages to the
+	// same host. Default "5s"; "0s" closes them at once.
 	ConnectionReuse Duration `toml:"connection_reuse"`
 	// Routes sends a domain, or "*" for every domain, to a fixed host instead of its MX
 	// (a smarthost), for example:
