@@ -244,21 +244,7 @@ func (s *Store) commitLoop() {
 		if s.testHookDrain != nil {
 			s.testHookDrain()
 		}
-		batch := []*pending{p}
-		open := true
-	drain:
-		for len(batch) < s.maxBatch {
-			select {
-			case q, ok := <-s.commitc:
-				if !ok {
-					open = false
-					break drain
-				}
-				batch = append(batch, q)
-			default:
-				break drain
-			}
-		}
+		batch, open := s.drain([]*pending{p})
 		if open && s.joinWait > 0 && onlyJoinable(batch) {
 			// Nothing waits for an fsync: give a message commit a moment to come and carry
 			// these writes (see groupTxJoin).
@@ -276,6 +262,8 @@ func (s *Store) commitLoop() {
 					}
 					batch = append(batch, q)
 					if !q.join {
+						// Commits that came with it share the batch too.
+						batch, _ = s.drain(batch)
 						break join
 					}
 				case <-wait.C:
@@ -286,6 +274,23 @@ func (s *Store) commitLoop() {
 		}
 		s.commitBatch(batch)
 	}
+}
+
+// drain adds to batch what waits in commitc, up to maxBatch, without waiting. open is false
+// when commitc is closed.
+func (s *Store) drain(batch []*pending) (_ []*pending, open bool) {
+	for len(batch) < s.maxBatch {
+		select {
+		case q, ok := <-s.commitc:
+			if !ok {
+				return batch, false
+			}
+			batch = append(batch, q)
+		default:
+			return batch, true
+		}
+	}
+	return batch, true
 }
 
 func onlyJoinable(batch []*pending) bool {
