@@ -130,6 +130,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		r.log.Info("queue entries interrupted by the last shutdown are due again", "count", n)
 	}
 	r.loop(ctx)
+	r.records.Wait() // results of deliveries whose slot is already free
 	if _, err := s.Store.ResetQueueClaims(context.WithoutCancel(ctx)); err != nil {
 		r.log.Error("release queue claims", "err", err)
 	}
@@ -157,6 +158,10 @@ type runner struct {
 	// failedDue: the next fill looks for failed entries too (first fill, then every poll).
 	failedDue bool
 	done      chan *group
+	// records counts attempt goroutines, which free their slot (done) when the delivery
+	// is over and then record its results.
+	records  sync.WaitGroup
+	recorded chan struct{} // an attempt wrote its results
 }
 
 type groupKey struct{ msg, domain string }
@@ -210,6 +215,7 @@ func (s *Scheduler) newRunner() *runner {
 		r.retry.Lifetime = def.Lifetime
 	}
 	r.done = make(chan *group, r.concurrency)
+	r.recorded = make(chan struct{}, 1)
 	return r
 }
 
@@ -243,6 +249,7 @@ func (r *runner) loop(ctx context.Context) {
 		case g := <-r.done:
 			r.finished(g)
 			refill = r.full
+		case <-r.recorded:
 		}
 	}
 	for r.running > 0 {
@@ -319,9 +326,15 @@ func (r *runner) dispatch(ctx context.Context) {
 		}
 		r.running++
 		r.domains[g.key.domain].running++
+		r.records.Add(1)
 		go func() {
-			r.s.attempt(ctx, r, g)
-			r.done <- g
+			defer r.records.Done()
+			r.s.attempt(ctx, r, g, func() { r.done <- g })
+			// The results are written: the next due entry may have changed (a deferral).
+			select {
+			case r.recorded <- struct{}{}:
+			default:
+			}
 		}()
 	}
 }

@@ -20,8 +20,19 @@ const smallContent = 256 << 10
 // Run's, so that a shutdown still records what the delivery in flight achieved.
 const writeTimeout = 30 * time.Second
 
-// attempt delivers one group and records the outcome for each recipient.
-func (s *Scheduler) attempt(ctx context.Context, r *runner, g *group) {
+// attempt delivers one group and records the outcome for each recipient. It calls free once,
+// as soon as the delivery is over and before the results are written: the slot (the
+// connection) serves the next delivery while the results wait for the store's writer. The
+// entries stay claimed until their results are written, so nobody takes them meanwhile.
+func (s *Scheduler) attempt(ctx context.Context, r *runner, g *group, free func()) {
+	freed := false
+	freeSlot := func() {
+		if !freed {
+			freed = true
+			free()
+		}
+	}
+	defer freeSlot()
 	first := g.entries[0]
 	log := r.log.With("msgid", first.MessageID, "domain", g.key.domain)
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
@@ -92,6 +103,7 @@ func (s *Scheduler) attempt(ctx context.Context, r *runner, g *group) {
 		}
 		res = s.Deliverer.Deliver(ctx, d)
 	}
+	freeSlot()
 	r.record(wctx, log, entries, res, ctx.Err() != nil)
 }
 
