@@ -123,8 +123,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 	r := s.newRunner()
 	// Claims do not outlive the process that made them: entries that were being delivered or
-	// bounced when it stopped are due again.
-	if n, err := s.Store.ResetQueueClaims(ctx); err != nil {
+	// bounced when it stopped are due again. The reset is one short write, made even when
+	// ctx ends meanwhile (a shutdown right after the start is not an error).
+	if n, err := s.Store.ResetQueueClaims(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("queue: %w", err)
 	} else if n > 0 {
 		r.log.Info("queue entries interrupted by the last shutdown are due again", "count", n)
