@@ -78,14 +78,12 @@ type Server struct {
 	limits   Limits
 	log      *slog.Logger
 
-	mu       sync.Mutex
-	closed   bool
 	lns      netutil.Listeners
-	sessions map[*session]struct{}
-	conns    netutil.ConnLimit
-	locked   map[int64]bool // accounts whose maildrop a session holds
-	nextID   uint64
-	wg       sync.WaitGroup
+	sessions netutil.Sessions[*session]
+	nextID   uint64 // under the sessions' lock (their mk function)
+
+	mu     sync.Mutex
+	locked map[int64]bool // accounts whose maildrop a session holds
 }
 
 func (s *Server) init() {
@@ -95,8 +93,7 @@ func (s *Server) init() {
 		if s.log == nil {
 			s.log = slog.New(slog.DiscardHandler)
 		}
-		s.sessions = map[*session]struct{}{}
-		s.conns = netutil.ConnLimit{Max: s.limits.MaxConnections, MaxPerIP: s.limits.MaxConnectionsPerIP}
+		s.sessions.Limit = netutil.ConnLimit{Max: s.limits.MaxConnections, MaxPerIP: s.limits.MaxConnectionsPerIP}
 		s.locked = map[int64]bool{}
 	})
 }
@@ -117,32 +114,17 @@ func (s *Server) ListenAndServe(addr string) error {
 }
 
 func (s *Server) accept(c net.Conn) {
-	ip := netutil.RemoteIP(c.RemoteAddr())
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	closed, reason := s.sessions.Go(c, func(ip string) *session {
+		s.nextID++
+		return newSession(s, c, ip, s.nextID)
+	}, (*session).serve)
+	switch {
+	case closed:
 		c.Close()
-		return
-	}
-	if ok, _ := s.conns.Acquire(ip); !ok {
-		s.mu.Unlock()
+	case reason != "":
 		s.log.Warn("pop3 connection refused: too many connections", "remote", c.RemoteAddr().String())
 		netutil.Refuse(c, "-ERR [SYS/TEMP] Too many connections, try again later\r\n")
-		return
 	}
-	s.nextID++
-	sess := newSession(s, c, ip, s.nextID)
-	s.sessions[sess] = struct{}{}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	go func() {
-		defer s.wg.Done()
-		sess.serve()
-		s.mu.Lock()
-		delete(s.sessions, sess)
-		s.mu.Unlock()
-		s.conns.Release(ip)
-	}()
 }
 
 // lock takes the maildrop of an account; false if another session holds it.
@@ -167,31 +149,13 @@ func (s *Server) unlock(accountID int64) {
 // deletions (RFC 1939: only QUIT enters the UPDATE state). It waits until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	s.lns.Close()
+	if s.sessions.Close((*session).shutdown) {
 		return ErrServerClosed
 	}
-	s.closed = true
-	s.lns.Close()
-	for sess := range s.sessions {
-		sess.shutdown()
+	if err := s.sessions.Wait(ctx); err != nil {
+		s.sessions.Close(func(sess *session) { sess.conn.Close() })
+		return err
 	}
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		s.mu.Lock()
-		for sess := range s.sessions {
-			sess.conn.Close()
-		}
-		s.mu.Unlock()
-		return ctx.Err()
-	}
+	return nil
 }

@@ -99,12 +99,8 @@ type Server struct {
 
 	initOnce sync.Once
 	lim      Limits
-	mu       sync.Mutex
 	lns      netutil.Listeners
-	sessions map[*session]struct{}
-	conns    netutil.ConnLimit
-	closing  bool
-	wg       sync.WaitGroup
+	sessions netutil.Sessions[*session]
 	nextID   atomic.Uint64
 	idPrefix string
 	rates    *rateLimiter
@@ -126,8 +122,7 @@ type SubmissionPolicy struct {
 func (s *Server) init() {
 	s.initOnce.Do(func() {
 		s.lim = s.Limits.withDefaults()
-		s.sessions = map[*session]struct{}{}
-		s.conns = netutil.ConnLimit{Max: s.lim.MaxConnections, MaxPerIP: s.lim.MaxConnectionsPerIP}
+		s.sessions.Limit = netutil.ConnLimit{Max: s.lim.MaxConnections, MaxPerIP: s.lim.MaxConnectionsPerIP}
 		if s.Logger == nil {
 			s.Logger = slog.New(slog.DiscardHandler)
 		}
@@ -164,31 +159,14 @@ func (s *Server) Serve(l net.Listener) error {
 }
 
 func (s *Server) handle(c net.Conn) {
-	ip := netutil.RemoteIP(c.RemoteAddr())
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
+	closed, reason := s.sessions.Go(c, func(ip string) *session { return newSession(s, c, ip) }, (*session).run)
+	switch {
+	case closed:
 		netutil.Refuse(c, "421 4.3.2 "+s.Hostname+" shutting down\r\n")
-		return
-	}
-	if ok, reason := s.conns.Acquire(ip); !ok {
-		s.mu.Unlock()
+	case reason != "":
 		s.Logger.Warn("connection refused", "remote", c.RemoteAddr().String(), "reason", reason)
 		netutil.Refuse(c, "421 4.7.0 "+s.Hostname+" "+reason+", try again later\r\n")
-		return
 	}
-	sess := newSession(s, c, ip)
-	s.sessions[sess] = struct{}{}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	go func() {
-		defer s.wg.Done()
-		sess.run()
-		s.mu.Lock()
-		delete(s.sessions, sess)
-		s.mu.Unlock()
-		s.conns.Release(ip)
-	}()
 }
 
 // Shutdown stops accepting, ends idle sessions with 421 4.3.2, lets sessions that are in the
@@ -197,36 +175,22 @@ func (s *Server) handle(c net.Conn) {
 // never acknowledged, so nothing acknowledged is lost.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
-	s.mu.Lock()
-	s.closing = true
 	s.lns.Close()
-	for sess := range s.sessions {
-		sess.stop()
-	}
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
+	s.sessions.Close((*session).stop)
+	if err := s.sessions.Wait(ctx); err != nil {
 		s.Close()
-		<-done
-		return ctx.Err()
+		s.sessions.Wait(context.Background())
+		return err
 	}
+	return nil
 }
 
 // Close closes the listeners and every connection at once.
 func (s *Server) Close() error {
 	s.init()
-	s.mu.Lock()
-	s.closing = true
 	s.lns.Close()
-	for sess := range s.sessions {
-		// The raw connection, set once: closing it ends a TLS session over it too, and it
-		// does not race with STARTTLS swapping the session's reader and writer.
-		sess.dc.Close()
-	}
-	s.mu.Unlock()
+	// The raw connection, set once: closing it ends a TLS session over it too, and it does
+	// not race with STARTTLS swapping the session's reader and writer.
+	s.sessions.Close(func(sess *session) { sess.dc.Close() })
 	return nil
 }
