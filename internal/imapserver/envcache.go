@@ -63,30 +63,27 @@ type envDecoder struct {
 	err error
 }
 
-func (d *envDecoder) uvarint() uint64 {
-	v, n := binary.Uvarint(d.b)
+func (d *envDecoder) uvarint() uint64 { return decodeNum(d, binary.Uvarint) }
+
+func (d *envDecoder) varint() int64 { return decodeNum(d, binary.Varint) }
+
+// decodeNum reads one varint with read (binary.Uvarint or binary.Varint).
+func decodeNum[T uint64 | int64](d *envDecoder, read func([]byte) (T, int)) T {
+	v, n := read(d.b)
 	if n <= 0 {
-		d.err, d.b = errBadEnvelope, nil
+		d.fail()
 		return 0
 	}
 	d.b = d.b[n:]
 	return v
 }
 
-func (d *envDecoder) varint() int64 {
-	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.err, d.b = errBadEnvelope, nil
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
+func (d *envDecoder) fail() { d.err, d.b = errBadEnvelope, nil }
 
 func (d *envDecoder) string() string {
 	n := d.uvarint()
 	if n > uint64(len(d.b)) {
-		d.err, d.b = errBadEnvelope, nil
+		d.fail()
 		return ""
 	}
 	s := string(d.b[:n])
@@ -98,7 +95,7 @@ func (d *envDecoder) string() string {
 func (d *envDecoder) count() int {
 	n := d.uvarint()
 	if n > uint64(len(d.b)) {
-		d.err, d.b = errBadEnvelope, nil
+		d.fail()
 		return 0
 	}
 	return int(n)

@@ -2,6 +2,7 @@ package smtpserver
 
 import (
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -109,10 +110,7 @@ func (sess *session) cmdMail(arg string) {
 				return
 			}
 		case "BODY":
-			switch v := strings.ToUpper(p.Value); v {
-			case "7BIT", "8BITMIME":
-				tx.body = v
-			default:
+			if tx.body = upperOneOf(p.Value, "7BIT", "8BITMIME"); tx.body == "" {
 				sess.fail(smtp.NewReply(501, "5.5.4", "BODY must be 7BIT or 8BITMIME"))
 				return
 			}
@@ -124,10 +122,7 @@ func (sess *session) cmdMail(arg string) {
 			tx.utf8 = true
 		case "RET":
 			// RFC 3461 4.3
-			switch v := strings.ToUpper(p.Value); v {
-			case "FULL", "HDRS":
-				tx.ret = v
-			default:
+			if tx.ret = upperOneOf(p.Value, "FULL", "HDRS"); tx.ret == "" {
 				sess.fail(smtp.NewReply(501, "5.5.4", "RET must be FULL or HDRS"))
 				return
 			}
@@ -370,4 +365,13 @@ func sanitizeHelo(s string) string {
 		return "unknown"
 	}
 	return b.String()
+}
+
+// upperOneOf returns v in upper case when that is one of allowed, else "".
+func upperOneOf(v string, allowed ...string) string {
+	v = strings.ToUpper(v)
+	if slices.Contains(allowed, v) {
+		return v
+	}
+	return ""
 }
