@@ -16,18 +16,7 @@ import (
 // parse at first FETCH would make.
 func TestIndexerCachesNewMail(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, t.TempDir(), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if err := st.AddDomain(ctx, "example.test"); err != nil {
-		t.Fatal(err)
-	}
-	acct, err := st.AddAccount(ctx, "user@example.test", "x")
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, acct := indexTestStore(t)
 	msg := []byte("From: A <a@example.org>\r\nTo: user@example.test\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\n" +
 		"Date: Fri, 27 Nov 2026 10:00:00 +0000\r\nMessage-ID: <m1@example.org>\r\n\r\nbody\r\n")
 	b, err := st.NewBufferedBlob()
@@ -87,18 +76,7 @@ func (c *countingIndexStore) PutMessageMeta(ctx context.Context, metas map[strin
 // indexWrite messages (each write holds the store's only writer), and none is left out.
 func TestIndexerWritesInSmallTransactions(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, t.TempDir(), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if err := st.AddDomain(ctx, "example.test"); err != nil {
-		t.Fatal(err)
-	}
-	acct, err := st.AddAccount(ctx, "user@example.test", "x")
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, acct := indexTestStore(t)
 	n := 2*indexWrite + 3
 	cs := &countingIndexStore{IndexStore: st}
 	ix := NewIndexer(cs, nil)
@@ -143,4 +121,23 @@ func TestIndexerWritesInSmallTransactions(t *testing.T) {
 	if total != n || len(cs.writes) < 3 {
 		t.Errorf("writes %v: want %d messages in at least 3", cs.writes, n)
 	}
+}
+
+// indexTestStore opens a store with one account, user@example.test.
+func indexTestStore(t *testing.T) (*store.Store, store.Account) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if err := st.AddDomain(ctx, "example.test"); err != nil {
+		t.Fatal(err)
+	}
+	acct, err := st.AddAccount(ctx, "user@example.test", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, acct
 }
