@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"yubin/internal/mailbox/mailtest"
 	"yubin/internal/store"
 )
 
@@ -126,18 +127,6 @@ func TestIndexerWritesInSmallTransactions(t *testing.T) {
 // indexTestStore opens a store with one account, user@example.test.
 func indexTestStore(t *testing.T) (*store.Store, store.Account) {
 	t.Helper()
-	ctx := context.Background()
-	st, err := store.Open(ctx, t.TempDir(), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if err := st.AddDomain(ctx, "example.test"); err != nil {
-		t.Fatal(err)
-	}
-	acct, err := st.AddAccount(ctx, "user@example.test", "x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st, acct
+	env := mailtest.New(t)
+	return env.Store, env.Account
 }

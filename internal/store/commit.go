@@ -415,17 +415,7 @@ func (s *Store) writeBatch(ctx context.Context, batch []*pending) (began bool, e
 		if err != nil {
 			return false, fmt.Errorf("begin: %w", classify(err))
 		}
-		for _, p := range batch {
-			if err := p.op(ctx, tx); err != nil {
-				tx.Rollback()
-				return true, classify(err)
-			}
-		}
-		if err := tx.Commit(); err != nil {
-			return true, fmt.Errorf("commit: %w", classify(err))
-		}
-		s.txCount.Add(1)
-		return true, nil
+		return true, s.finishBatch(ctx, tx, batch, nil)
 	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
@@ -443,23 +433,29 @@ func (s *Store) writeBatch(ctx context.Context, batch []*pending) (began bool, e
 	}
 	t := s.now()
 	now, expires := unix(t), unix(t.Add(s.queueLifetime))
+	return true, s.finishBatch(ctx, tx, batch, func(p *pending) error { return st.write(ctx, p, now, expires) })
+}
+
+// finishBatch runs every write of batch in tx (an op, or write for a message commit) and
+// commits; the first failure rolls the whole transaction back.
+func (s *Store) finishBatch(ctx context.Context, tx *sql.Tx, batch []*pending, write func(*pending) error) error {
 	for _, p := range batch {
 		var err error
 		if p.op != nil {
 			err = p.op(ctx, tx)
 		} else {
-			err = st.write(ctx, p, now, expires)
+			err = write(p)
 		}
 		if err != nil {
 			tx.Rollback()
-			return true, classify(err)
+			return classify(err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return true, fmt.Errorf("commit: %w", classify(err))
+		return fmt.Errorf("commit: %w", classify(err))
 	}
 	s.txCount.Add(1)
-	return true, nil
+	return nil
 }
 
 type txStmts struct{ msg, bump, mbx, queue *sql.Stmt }
