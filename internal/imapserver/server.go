@@ -184,15 +184,6 @@ func (s *Server) Serve(l net.Listener) error {
 	return s.lns.Serve(l, ErrServerClosed, nil, s.accept)
 }
 
-// ListenAndServe listens on addr (plain, with STARTTLS when TLSConfig is set) and serves.
-func (s *Server) ListenAndServe(addr string) error {
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
-	return s.Serve(l)
-}
-
 // accept applies the connection limits and hands the connection to the library.
 func (s *Server) accept(c net.Conn) {
 	ip := netutil.RemoteIP(c.RemoteAddr())

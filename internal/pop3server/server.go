@@ -104,15 +104,6 @@ func (s *Server) Serve(l net.Listener) error {
 	return s.lns.Serve(l, ErrServerClosed, nil, s.accept)
 }
 
-// ListenAndServe listens on addr and serves.
-func (s *Server) ListenAndServe(addr string) error {
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
-	return s.Serve(l)
-}
-
 func (s *Server) accept(c net.Conn) {
 	closed, reason := s.sessions.Go(c, func(ip string) *session {
 		s.nextID++

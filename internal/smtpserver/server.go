@@ -3,7 +3,7 @@
 // Draft. It owns no storage: a message is acknowledged with 250 only after the Backend's Commit
 // returned, which means it is on disk.
 //
-// The server looks like net/http: a Server with exported fields, Serve, ListenAndServe and
+// The server looks like net/http: a Server with exported fields, Serve and
 // Shutdown. Files: server.go (listener, connection limits, shutdown), session.go (the command
 // loop and replies), envelope.go (EHLO, MAIL, RCPT...), data.go (DATA, BDAT, trace headers).
 package smtpserver
@@ -138,15 +138,6 @@ func (s *Server) init() {
 		}
 		s.rates = newRateLimiter(s.Policy.MaxMessagesPerHour, s.Policy.MaxRecipientsPerHour, s.Now)
 	})
-}
-
-// ListenAndServe listens on the TCP address addr and calls Serve.
-func (s *Server) ListenAndServe(addr string) error {
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
-	return s.Serve(l)
 }
 
 // Serve accepts connections on l until Shutdown or Close. It always returns a non-nil error;
