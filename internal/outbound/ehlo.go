@@ -36,7 +36,7 @@ func parseEHLO(lines []string) extensions {
 			kw = k
 			params = slices.Insert(params, 0, strings.Fields(v)...)
 		}
-		if !validKeyword(kw) {
+		if !smtp.IsKeyword(kw) {
 			continue
 		}
 		kw = strings.ToUpper(kw)
@@ -60,19 +60,6 @@ func mergeMechs(have, add []string) []string {
 		}
 	}
 	return have
-}
-
-// validKeyword reports ehlo-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-").
-func validKeyword(k string) bool {
-	if k == "" || !isAlnum(k[0]) {
-		return false
-	}
-	for i := 1; i < len(k); i++ {
-		if !isAlnum(k[i]) && k[i] != '-' {
-			return false
-		}
-	}
-	return true
 }
 
 func (e extensions) has(kw string) bool {

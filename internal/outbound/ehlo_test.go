@@ -68,7 +68,7 @@ func FuzzParseEHLO(f *testing.F) {
 		}
 		ext := parseEHLO(rep.Lines)
 		for k, v := range ext {
-			if !validKeyword(k) || k != strings.ToUpper(k) {
+			if !smtp.IsKeyword(k) || k != strings.ToUpper(k) {
 				t.Fatalf("keyword %q", k)
 			}
 			if v != strings.Join(strings.Fields(v), " ") {

@@ -306,7 +306,7 @@ func parseParams(s string) ([]Param, error) {
 	var params []Param
 	for field := range strings.FieldsFuncSeq(s, func(r rune) bool { return r == ' ' }) {
 		key, value, hasValue := strings.Cut(field, "=")
-		if !validKeyword(key) {
+		if !IsKeyword(key) {
 			return nil, Replyf(501, "5.5.4", "bad parameter keyword %s", quoteShort(key))
 		}
 		if hasValue && !validValue(value) {
@@ -323,7 +323,9 @@ func parseParams(s string) ([]Param, error) {
 	return params, nil
 }
 
-func validKeyword(k string) bool {
+// IsKeyword reports whether k is an esmtp-keyword or ehlo-keyword of RFC 5321 4.1.2:
+// (ALPHA / DIGIT) *(ALPHA / DIGIT / "-").
+func IsKeyword(k string) bool {
 	if k == "" || !isAlnum(k[0]) {
 		return false
 	}
