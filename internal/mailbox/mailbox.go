@@ -61,15 +61,5 @@ func Parents(name string) []string {
 	return out
 }
 
-// Default lists the mailboxes every account starts with and their RFC 6154 attributes.
-var Default = []struct{ Name, SpecialUse string }{
-	{"INBOX", ""},
-	{"Sent", `\Sent`},
-	{"Drafts", `\Drafts`},
-	{"Trash", `\Trash`},
-	{"Junk", `\Junk`},
-	{"Archive", `\Archive`},
-}
-
 // SpecialUses are the RFC 6154 attributes a client may ask for with CREATE (RFC 6154 3).
 var SpecialUses = []string{`\All`, `\Archive`, `\Drafts`, `\Flagged`, `\Junk`, `\Sent`, `\Trash`}
