@@ -130,9 +130,26 @@ var errContentChanged = errors.New("message content changed while sending")
 // copyContent writes the content of open, normalised, to w, and checks
 // that it is what prepare saw: its size and no line too long.
 func copyContent(w io.Writer, open func() (io.ReadCloser, error), want contentInfo) error {
+	_, err := normalizeContent(open, func(chunk []byte, sofar contentInfo, last bool) error {
+		if sofar.size > want.size || last && sofar.size != want.size || sofar.longLine != 0 {
+			return errContentChanged
+		}
+		if len(chunk) == 0 {
+			return nil
+		}
+		_, err := w.Write(chunk)
+		return err
+	})
+	return err
+}
+
+// normalizeContent reads the content of open through the normalizer and hands each
+// normalised chunk to emit (nil: only count), with the counts so far; last marks the final
+// chunk. It returns the counts of the whole content.
+func normalizeContent(open func() (io.ReadCloser, error), emit func(chunk []byte, sofar contentInfo, last bool) error) (contentInfo, error) {
 	rc, err := open()
 	if err != nil {
-		return err
+		return contentInfo{}, err
 	}
 	defer rc.Close()
 	var n normalizer
@@ -141,25 +158,23 @@ func copyContent(w io.Writer, open func() (io.ReadCloser, error), want contentIn
 	for {
 		k, rerr := rc.Read(buf)
 		out = n.append(out[:0], buf[:k])
-		if n.info.size > want.size || n.info.longLine != 0 {
-			return errContentChanged
-		}
-		if len(out) > 0 {
-			if _, err := w.Write(out); err != nil {
-				return err
+		if emit != nil {
+			if err := emit(out, n.info, false); err != nil {
+				return n.info, err
 			}
 		}
 		if errors.Is(rerr, io.EOF) {
 			break
 		}
 		if rerr != nil {
-			return rerr
+			return n.info, rerr
 		}
 	}
 	out = n.finish(out[:0])
-	if n.info.size != want.size || n.info.longLine != 0 {
-		return errContentChanged
+	if emit != nil {
+		if err := emit(out, n.info, true); err != nil {
+			return n.info, err
+		}
 	}
-	_, err = w.Write(out)
-	return err
+	return n.info, nil
 }

@@ -1,7 +1,6 @@
 package outbound
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -69,26 +68,11 @@ func prepare(d *Delivery, rcpts []*rcptState) (*message, *smtp.Reply) {
 
 // scan reads the content once through the same normalisation as sending.
 func scan(open func() (io.ReadCloser, error)) (contentInfo, error) {
-	rc, err := open()
+	info, err := normalizeContent(open, nil)
 	if err != nil {
 		return contentInfo{}, err
 	}
-	defer rc.Close()
-	var n normalizer
-	buf := make([]byte, 32*1024)
-	out := make([]byte, 0, 2*len(buf)+2)
-	for {
-		k, err := rc.Read(buf)
-		out = n.append(out[:0], buf[:k])
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return contentInfo{}, err
-		}
-	}
-	n.finish(out[:0])
-	return n.info, nil
+	return info, nil
 }
 
 // mailParams returns the parameters of MAIL for a peer with extensions
