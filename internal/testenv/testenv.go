@@ -223,6 +223,13 @@ type Conn struct {
 func Dial(t testing.TB, addr string) *Conn {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	return greeted(t, c, err)
+}
+
+// greeted wraps a new connection (or fails the test with the dial error) and reads the
+// greeting, which must be 220.
+func greeted(t testing.TB, c net.Conn, err error) *Conn {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,13 +333,7 @@ func DialTLS(t testing.TB, addr string) *Conn {
 	t.Helper()
 	d := &net.Dialer{Timeout: 5 * time.Second}
 	c, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{InsecureSkipVerify: true, ServerName: "mx.test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	conn := &Conn{T: t, C: c, br: bufio.NewReader(c)}
-	conn.Expect(220)
-	return conn
+	return greeted(t, c, err)
 }
 
 // SetAppPassword adds an app password to an account (cheap hash parameters).
