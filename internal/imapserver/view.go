@@ -260,16 +260,7 @@ func (v *view) resolve(set imap.NumSet) []msgRef {
 	switch set := set.(type) {
 	case imap.SeqSet:
 		for _, r := range set {
-			start, stop := r.Start, r.Stop
-			if start == 0 {
-				start = n
-			}
-			if stop == 0 {
-				stop = n
-			}
-			if start > stop {
-				start, stop = stop, start
-			}
+			start, stop := rangeBounds(r.Start, r.Stop, n)
 			start = max(start, 1)
 			stop = min(stop, n)
 			for q := start; q <= stop && q != 0; q++ {
@@ -282,16 +273,7 @@ func (v *view) resolve(set imap.NumSet) []msgRef {
 			last = v.uids[n-1]
 		}
 		for _, r := range set {
-			start, stop := uint32(r.Start), uint32(r.Stop)
-			if start == 0 {
-				start = last
-			}
-			if stop == 0 {
-				stop = last
-			}
-			if start > stop {
-				start, stop = stop, start
-			}
+			start, stop := rangeBounds(uint32(r.Start), uint32(r.Stop), last)
 			i, _ := slices.BinarySearch(v.uids, start)
 			for ; i < len(v.uids) && v.uids[i] <= stop; i++ {
 				seqs = append(seqs, uint32(i+1))
@@ -320,4 +302,16 @@ func refUIDs(refs []msgRef) []uint32 {
 
 func (s *session) readOnlyError() error {
 	return no(imap.ResponseCodeCannot, "Mailbox is read-only (EXAMINE)")
+}
+
+// rangeBounds resolves a range of a sequence set: 0 stands for "*" (star, the largest
+// number in use), and n:m is the same as m:n (RFC 9051 9, seq-range).
+func rangeBounds(start, stop, star uint32) (uint32, uint32) {
+	if start == 0 {
+		start = star
+	}
+	if stop == 0 {
+		stop = star
+	}
+	return min(start, stop), max(start, stop)
 }
