@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"io"
 	"os"
@@ -119,6 +120,50 @@ func TestOpenReopen(t *testing.T) {
 	ms, err := s.ListMessages(ctx, a.ID, "INBOX")
 	if err != nil || len(ms) != 1 || ms[0].MessageID != id {
 		t.Fatalf("after reopen: %+v, %v", ms, err)
+	}
+}
+
+// A new database gets pageSize pages; one made with SQLite's default pages (by an earlier
+// yubin) keeps them and opens as before.
+func TestPageSize(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pageOf := func(s *Store) int {
+		t.Helper()
+		var n int
+		if err := s.r.QueryRowContext(ctx, `PRAGMA page_size`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	s := newTestStore(t, Options{})
+	if got := pageOf(s); got != pageSize {
+		t.Errorf("new database: page size %d, want %d", got, pageSize)
+	}
+
+	dir := t.TempDir()
+	old, err := sql.Open("sqlite", filepath.Join(dir, dbName)+"?_pragma=journal_mode(WAL)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Exec(`CREATE TABLE t (x)`); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	s2, err := Open(ctx, dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if got := pageOf(s2); got != 4096 {
+		t.Errorf("existing database: page size %d, want SQLite's default 4096 kept", got)
+	}
+	a := mustAccount(t, s2, "ana@example.org")
+	if err := s2.Deliver(ctx, &Commit{Blob: newBlob(t, s2, []byte("hi\r\n")), Recipients: []Recipient{local(a.ID)}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := uids(t, s2, a.ID); !slices.Equal(got, []uint32{1}) {
+		t.Errorf("existing database: INBOX UIDs %v, want [1]", got)
 	}
 }
 
