@@ -289,6 +289,9 @@ type MessageReader interface {
 // OpenMessage opens the stored bytes of a message for reading and returns them with their
 // size. The caller closes the reader.
 func (s *Store) OpenMessage(ctx context.Context, messageID string) (MessageReader, int64, error) {
+	if data, ok := s.mc.get(messageID); ok {
+		return memReader{bytes.NewReader(data)}, int64(len(data)), nil
+	}
 	var rel string
 	var data []byte
 	err := s.rrow(ctx, `SELECT blob_path, data FROM messages WHERE id = ?`, messageID).Scan(&rel, &data)

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -125,6 +126,10 @@ func (s *Store) Deliver(ctx context.Context, c *Commit) error {
 	}
 	err = <-p.done
 	if p.data != nil {
+		if err == nil && len(p.remotes) > 0 {
+			// The relay's first attempt follows at once: it reads a copy from memory.
+			s.mc.put(p.id, bytes.Clone(p.data))
+		}
 		// SQLite copied the bytes during the transaction: the buffer can be reused.
 		p.data = nil
 		b.releaseMem()

@@ -46,6 +46,7 @@ func (s *Store) DeleteUnreferenced(ctx context.Context) (int, error) {
 				return err
 			}
 			for _, id := range ids {
+				s.mc.drop(id)
 				if _, err := tx.ExecContext(ctx, `DELETE FROM messages WHERE id = ?`, id); err != nil {
 					return err
 				}

@@ -402,6 +402,9 @@ func (s *Store) updateQueueEntry(ctx context.Context, tx *sql.Tx, u QueueUpdate)
 // references it and returns its blob path ("" when it was kept or did not exist; inlineMark
 // when it was deleted and its bytes lived in the row).
 func (s *Store) deleteIfUnreferenced(ctx context.Context, tx *sql.Tx, id string) (string, error) {
+	// Out of the cache first: if the transaction rolls back, the next read goes to the
+	// database, which still has the message.
+	s.mc.drop(id)
 	st, err := s.wstmt(ctx, tx, deleteUnreferencedSQL)
 	if err != nil {
 		return "", err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -289,5 +290,92 @@ func fillQueue(b *testing.B, s *Store, n int, t0 time.Time) {
 	}
 	if err := tx.Commit(); err != nil {
 		b.Fatal(err)
+	}
+}
+
+// A small message for a remote recipient is kept in memory for its first delivery attempt,
+// and forgotten with it.
+func TestQueuedMessageCache(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newTestStore(t, Options{})
+	ana := mustAccount(t, s, "ana@example.org")
+	deliver := func(body string, r Recipient) string {
+		t.Helper()
+		b, err := s.NewBufferedBlob()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Write([]byte(body))
+		if err := s.Deliver(ctx, &Commit{Blob: b, From: "ana@example.org", Recipients: []Recipient{r}}); err != nil {
+			t.Fatal(err)
+		}
+		return b.ID()
+	}
+	read := func(id string) string {
+		t.Helper()
+		r, _, err := s.OpenMessage(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		var sb strings.Builder
+		if _, err := io.Copy(&sb, r); err != nil {
+			t.Fatal(err)
+		}
+		return sb.String()
+	}
+	first := deliver("Subject: one\r\n\r\nfirst\r\n", Recipient{Address: "bob@remote.example", Remote: true})
+	if _, ok := s.mc.get(first); !ok {
+		t.Fatal("a relayed message is not cached after its commit")
+	}
+	// The next commit reuses the pooled buffer: the cached copy must not change with it.
+	deliver("Subject: two\r\n\r\nsecond, longer than the first\r\n", local(ana.ID))
+	if s.mc.len() != 1 {
+		t.Errorf("%d cached messages; a message for a local mailbox only must not be cached", s.mc.len())
+	}
+	if got := read(first); got != "Subject: one\r\n\r\nfirst\r\n" {
+		t.Errorf("cached message reads %q", got)
+	}
+
+	es, err := s.ClaimQueue(ctx, QueueQueued, time.Now(), 10)
+	if err != nil || len(es) != 1 {
+		t.Fatalf("ClaimQueue = %d entries, %v", len(es), err)
+	}
+	if err := s.UpdateQueue(ctx, []QueueUpdate{{ID: es[0].ID, Delete: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if s.mc.len() != 0 {
+		t.Error("a delivered message stays cached")
+	}
+	if _, _, err := s.OpenMessage(ctx, first); !errors.Is(err, ErrNotFound) {
+		t.Errorf("delivered message: %v, want not found", err)
+	}
+}
+
+func TestMsgCacheBound(t *testing.T) {
+	t.Parallel()
+	c := msgCache{max: 12}
+	for _, id := range []string{"a", "b", "c", "d", "e"} { // 15 bytes: the oldest goes
+		c.put(id, []byte(id+id+id))
+	}
+	if _, ok := c.get("a"); ok || c.len() != 4 || c.size != 12 {
+		t.Errorf("after overflow: a cached %v, %d entries, %d bytes", ok, c.len(), c.size)
+	}
+	c.drop("b")
+	if d, ok := c.get("c"); !ok || string(d) != "ccc" || c.size != 9 {
+		t.Errorf("after drop: c = %q %v, %d bytes", d, ok, c.size)
+	}
+	c.put("big", make([]byte, 4)) // more than a quarter of the bound: not kept
+	if _, ok := c.get("big"); ok {
+		t.Error("an entry over a quarter of the bound was cached")
+	}
+	for i := range 1000 { // dropped ids do not pile up in the order list
+		id := fmt.Sprint(i)
+		c.put(id, []byte("x"))
+		c.drop(id)
+	}
+	if len(c.order) > 2*c.len()+64 {
+		t.Errorf("order list holds %d ids for %d entries", len(c.order), c.len())
 	}
 }

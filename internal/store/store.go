@@ -135,6 +135,7 @@ type Store struct {
 
 	subs subscribers
 	dc   dirCache // directory lookups, see dircache.go
+	mc   msgCache // queued messages' bytes, see msgcache.go
 
 	// Counters and hooks for in-package tests.
 	txCount        atomic.Int64 // Deliver transactions committed
@@ -187,6 +188,7 @@ func Open(ctx context.Context, dir string, opt Options) (*Store, error) {
 		s.queueLifetime = 5 * 24 * time.Hour
 	}
 	s.subs.m = map[int64]map[*subscription]struct{}{}
+	s.mc.max = msgCacheMax
 
 	path := filepath.Join(dir, dbName)
 	if err := createDatabase(path); err != nil {
