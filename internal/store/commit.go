@@ -126,9 +126,19 @@ func (s *Store) Deliver(ctx context.Context, c *Commit) error {
 	}
 	err = <-p.done
 	if p.data != nil {
-		if err == nil && len(p.remotes) > 0 {
-			// The relay's first attempt follows at once: it reads a copy from memory.
-			s.mc.put(p.id, bytes.Clone(p.data))
+		if err == nil {
+			// The relay's first attempt and the IMAP indexer follow at once: they read a
+			// copy from memory (see msgCache).
+			holds := 0
+			if len(p.remotes) > 0 {
+				holds++
+			}
+			if len(p.accounts) > 0 {
+				holds++
+			}
+			if holds > 0 {
+				s.mc.put(p.id, bytes.Clone(p.data), holds)
+			}
 		}
 		// SQLite copied the bytes during the transaction: the buffer can be reused.
 		p.data = nil

@@ -240,6 +240,9 @@ func (s *Store) PutMessageMeta(ctx context.Context, metas map[string]MessageMeta
 	if err != nil {
 		return fmt.Errorf("cache message meta: %w", err)
 	}
+	for id := range metas {
+		s.mc.release(id) // the indexer is done with the bytes (see msgCache)
+	}
 	return nil
 }
 

@@ -293,9 +293,9 @@ func fillQueue(b *testing.B, s *Store, n int, t0 time.Time) {
 	}
 }
 
-// A small message for a remote recipient is kept in memory for its first delivery attempt,
-// and forgotten with it.
-func TestQueuedMessageCache(t *testing.T) {
+// A small message is kept in memory for its first readers (the relay, the IMAP indexer),
+// and forgotten when they are done or the message is deleted.
+func TestMessageCache(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := newTestStore(t, Options{})
@@ -330,12 +330,22 @@ func TestQueuedMessageCache(t *testing.T) {
 		t.Fatal("a relayed message is not cached after its commit")
 	}
 	// The next commit reuses the pooled buffer: the cached copy must not change with it.
-	deliver("Subject: two\r\n\r\nsecond, longer than the first\r\n", local(ana.ID))
-	if s.mc.len() != 1 {
-		t.Errorf("%d cached messages; a message for a local mailbox only must not be cached", s.mc.len())
-	}
+	// A message for a mailbox waits in the cache for the IMAP indexer, which releases it.
+	second := deliver("Subject: two\r\n\r\nsecond, longer than the first\r\n", local(ana.ID))
 	if got := read(first); got != "Subject: one\r\n\r\nfirst\r\n" {
 		t.Errorf("cached message reads %q", got)
+	}
+	if _, ok := s.mc.get(second); !ok {
+		t.Fatal("a message for a mailbox is not cached for the indexer")
+	}
+	if err := s.PutMessageMeta(ctx, map[string]MessageMeta{second: {Envelope: []byte("e")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.mc.get(second); ok {
+		t.Error("an indexed message stays cached")
+	}
+	if got := read(second); got != "Subject: two\r\n\r\nsecond, longer than the first\r\n" {
+		t.Errorf("indexed message reads %q from the database", got)
 	}
 
 	es, err := s.ClaimQueue(ctx, QueueQueued, time.Now(), 10)
@@ -357,7 +367,7 @@ func TestMsgCacheBound(t *testing.T) {
 	t.Parallel()
 	c := msgCache{max: 12}
 	for _, id := range []string{"a", "b", "c", "d", "e"} { // 15 bytes: the oldest goes
-		c.put(id, []byte(id+id+id))
+		c.put(id, []byte(id+id+id), 2)
 	}
 	if _, ok := c.get("a"); ok || c.len() != 4 || c.size != 12 {
 		t.Errorf("after overflow: a cached %v, %d entries, %d bytes", ok, c.len(), c.size)
@@ -366,14 +376,22 @@ func TestMsgCacheBound(t *testing.T) {
 	if d, ok := c.get("c"); !ok || string(d) != "ccc" || c.size != 9 {
 		t.Errorf("after drop: c = %q %v, %d bytes", d, ok, c.size)
 	}
-	c.put("big", make([]byte, 4)) // more than a quarter of the bound: not kept
+	c.release("c") // one of its two readers
+	if _, ok := c.get("c"); !ok {
+		t.Error("released by one of two readers: gone")
+	}
+	c.release("c")
+	if _, ok := c.get("c"); ok || c.size != 6 {
+		t.Errorf("released by both readers: cached %v, %d bytes", ok, c.size)
+	}
+	c.put("big", make([]byte, 4), 1) // more than a quarter of the bound: not kept
 	if _, ok := c.get("big"); ok {
 		t.Error("an entry over a quarter of the bound was cached")
 	}
 	for i := range 1000 { // dropped ids do not pile up in the order list
 		id := fmt.Sprint(i)
-		c.put(id, []byte("x"))
-		c.drop(id)
+		c.put(id, []byte("x"), 1)
+		c.release(id)
 	}
 	if len(c.order) > 2*c.len()+64 {
 		t.Errorf("order list holds %d ids for %d entries", len(c.order), c.len())
