@@ -30,13 +30,11 @@ type Indexer struct {
 	started sync.Once
 }
 
-// indexBatch bounds the messages gathered together, indexWrite those written in one
-// transaction; indexDelay is how long the worker gathers new messages before it parses and
-// writes them.
+// indexWrite is the most messages written in one transaction; indexDelay is the longest a
+// parsed message waits for others to share its write.
 const (
-	indexBatch = 256
 	indexDelay = 250 * time.Millisecond
-	indexWrite = 32 // messages per write
+	indexWrite = 32
 )
 
 // NewIndexer makes an Indexer; Start runs its worker and Close stops it. Messages queued
@@ -64,7 +62,7 @@ func (ix *Indexer) Queue(messageID string) {
 	}
 }
 
-// Close stops the worker after its current batch; queued messages are left to FETCH. After
+// Close stops the worker after writing what it has parsed; queued messages are left to FETCH. After
 // Close, Start does nothing.
 func (ix *Indexer) Close() {
 	ix.started.Do(func() {}) // a later Start must not run a worker on a closed store
@@ -75,42 +73,39 @@ func (ix *Indexer) Close() {
 func (ix *Indexer) run() {
 	defer ix.wg.Done()
 	ctx := context.Background()
+	// A message is parsed as soon as it is queued, while its bytes are still in the store's
+	// cache of new mail; the results are written a few at a time: each write holds the
+	// store's single writer, and a message commit arriving meanwhile waits for it. A write
+	// goes when indexWrite results are ready or the oldest has waited indexDelay.
+	metas := make(map[string]store.MessageMeta, indexWrite)
+	flush := time.NewTimer(indexDelay)
+	flush.Stop()
+	write := func() {
+		flush.Stop()
+		if len(metas) == 0 {
+			return
+		}
+		if err := ix.st.PutMessageMeta(ctx, metas); err != nil {
+			ix.log.Warn("index new messages", "count", len(metas), "err", err)
+		}
+		metas = make(map[string]store.MessageMeta, indexWrite)
+	}
 	for {
-		var first string
 		select {
 		case <-ix.stop:
+			write()
 			return
-		case first = <-ix.ch:
-		}
-		// Gather for a moment: one write per batch instead of one per message keeps the
-		// store's single writer free for the commits that clients wait for.
-		ids := []string{first}
-		gather := time.NewTimer(indexDelay)
-	collect:
-		for len(ids) < indexBatch {
-			select {
-			case id := <-ix.ch:
-				ids = append(ids, id)
-			case <-gather.C:
-				break collect
-			case <-ix.stop:
-				gather.Stop()
-				return
+		case id := <-ix.ch:
+			first := len(metas) == 0
+			ix.index(ctx, id, metas)
+			switch {
+			case len(metas) >= indexWrite:
+				write()
+			case first && len(metas) > 0:
+				flush.Reset(indexDelay)
 			}
-		}
-		gather.Stop()
-		// Parsed and written a few at a time: each write holds the store's single writer,
-		// and a message commit arriving meanwhile waits for it, so the writes stay short.
-		for len(ids) > 0 {
-			n := min(len(ids), indexWrite)
-			metas := make(map[string]store.MessageMeta, n)
-			for _, id := range ids[:n] {
-				ix.index(ctx, id, metas)
-			}
-			ids = ids[n:]
-			if err := ix.st.PutMessageMeta(ctx, metas); err != nil {
-				ix.log.Warn("index new messages", "count", len(metas), "err", err)
-			}
+		case <-flush.C:
+			write()
 		}
 	}
 }
