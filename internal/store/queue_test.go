@@ -365,12 +365,21 @@ func TestMessageCache(t *testing.T) {
 
 func TestMsgCacheBound(t *testing.T) {
 	t.Parallel()
-	c := msgCache{max: 12}
-	for _, id := range []string{"a", "b", "c", "d", "e"} { // 15 bytes: the oldest goes
+	now := time.Date(2026, 12, 5, 6, 0, 0, 0, time.UTC)
+	c := msgCache{max: 12, now: func() time.Time { return now }}
+	for _, id := range []string{"a", "b", "c", "d", "e"} { // 15 bytes: the newest is refused
 		c.put(id, []byte(id+id+id), 2)
 	}
-	if _, ok := c.get("a"); ok || c.len() != 4 || c.size != 12 {
-		t.Errorf("after overflow: a cached %v, %d entries, %d bytes", ok, c.len(), c.size)
+	if _, ok := c.get("e"); ok || c.len() != 4 || c.size != 12 {
+		t.Errorf("when full: e cached %v, %d entries, %d bytes", ok, c.len(), c.size)
+	}
+	now = now.Add(msgCacheAge)
+	c.put("f", []byte("fff"), 1) // a's readers are late: f takes its place
+	if _, ok := c.get("a"); ok {
+		t.Error("an entry older than msgCacheAge kept its place when full")
+	}
+	if _, ok := c.get("f"); !ok || c.len() != 4 || c.size != 12 {
+		t.Errorf("after an old entry made room: f cached %v, %d entries, %d bytes", ok, c.len(), c.size)
 	}
 	c.drop("b")
 	if d, ok := c.get("c"); !ok || string(d) != "ccc" || c.size != 9 {
