@@ -257,7 +257,12 @@ const (
 		AND NOT EXISTS (SELECT 1 FROM mailbox_messages WHERE message_id = ?)
 		AND NOT EXISTS (SELECT 1 FROM queue WHERE message_id = ?)
 		RETURNING blob_path`
-	nextAttemptSQL  = `SELECT next_attempt FROM queue WHERE state = ? ORDER BY next_attempt LIMIT 1`
+	// The earliest of two index probes, one per state, in one statement: the scheduler asks
+	// after every wake-up.
+	nextAttemptSQL = `SELECT min(t) FROM (
+		SELECT t FROM (SELECT next_attempt AS t FROM queue WHERE state = ? ORDER BY next_attempt LIMIT 1) AS a
+		UNION ALL
+		SELECT t FROM (SELECT next_attempt AS t FROM queue WHERE state = ? ORDER BY next_attempt LIMIT 1) AS b) AS n`
 	queueInStateSQL = `SELECT 1 FROM queue WHERE id = ? AND state = ?`
 )
 
@@ -284,22 +289,16 @@ func (s *Store) ResetQueueClaims(ctx context.Context) (int, error) {
 }
 
 // NextQueueAttempt returns the earliest next attempt of the queued and failed entries; ok is
-// false when there is none. Each half is one index probe.
+// false when there is none. It is one statement of two index probes.
 func (s *Store) NextQueueAttempt(ctx context.Context) (next time.Time, ok bool, err error) {
-	for _, st := range []QueueState{QueueQueued, QueueFailed} {
-		var t int64
-		err := s.rrow(ctx, nextAttemptSQL, string(st)).Scan(&t)
-		if errors.Is(err, sql.ErrNoRows) {
-			continue
-		}
-		if err != nil {
-			return time.Time{}, false, fmt.Errorf("next queue attempt: %w", err)
-		}
-		if tt := fromUnix(t); !ok || tt.Before(next) {
-			next, ok = tt, true
-		}
+	var t sql.NullInt64
+	if err := s.rrow(ctx, nextAttemptSQL, string(QueueQueued), string(QueueFailed)).Scan(&t); err != nil {
+		return time.Time{}, false, fmt.Errorf("next queue attempt: %w", err)
 	}
-	return next, ok, nil
+	if !t.Valid {
+		return time.Time{}, false, nil
+	}
+	return fromUnix(t.Int64), true, nil
 }
 
 // UpdateQueue applies the outcomes of attempts in one transaction, then removes the message

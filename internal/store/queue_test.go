@@ -203,13 +203,10 @@ func TestQueueOperator(t *testing.T) {
 	}
 }
 
-// The claim reads the index in order: no sort, no scan of the table, whatever its size.
-func TestQueueClaimUsesIndex(t *testing.T) {
-	t.Parallel()
-	s := newTestStore(t, Options{})
-	rows, err := s.r.Query(`EXPLAIN QUERY PLAN SELECT `+queueCols+`
-		FROM queue q JOIN messages m ON m.id = q.message_id
-		WHERE q.state = ? AND q.next_attempt <= ? ORDER BY q.next_attempt, q.id LIMIT ?`, "queued", 0, 10)
+// queryPlan returns SQLite's plan for q, one line per step.
+func queryPlan(t *testing.T, s *Store, q string, args ...any) string {
+	t.Helper()
+	rows, err := s.r.Query(`EXPLAIN QUERY PLAN `+q, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,9 +220,56 @@ func TestQueueClaimUsesIndex(t *testing.T) {
 		}
 		plan = append(plan, detail)
 	}
-	joined := strings.Join(plan, "\n")
-	if !strings.Contains(joined, "queue_due") || strings.Contains(joined, "TEMP B-TREE") || strings.Contains(joined, "SCAN q") {
-		t.Errorf("claim query plan:\n%s", joined)
+	return strings.Join(plan, "\n")
+}
+
+// The claim reads the index in order: no sort, no scan of the table, whatever its size.
+func TestQueueClaimUsesIndex(t *testing.T) {
+	t.Parallel()
+	s := newTestStore(t, Options{})
+	plan := queryPlan(t, s, `SELECT `+queueCols+`
+		FROM queue q JOIN messages m ON m.id = q.message_id
+		WHERE q.state = ? AND q.next_attempt <= ? ORDER BY q.next_attempt, q.id LIMIT ?`, "queued", 0, 10)
+	if !strings.Contains(plan, "queue_due") || strings.Contains(plan, "TEMP B-TREE") || strings.Contains(plan, "SCAN q") {
+		t.Errorf("claim query plan:\n%s", plan)
+	}
+	// The next attempt: one probe of the same index per state.
+	plan = queryPlan(t, s, nextAttemptSQL, "queued", "failed")
+	if strings.Count(plan, "queue_due") != 2 || strings.Contains(plan, "TEMP B-TREE") || strings.Contains(plan, "SCAN queue") {
+		t.Errorf("next attempt query plan:\n%s", plan)
+	}
+}
+
+// NextQueueAttempt is the earliest of the queued and the failed entries.
+func TestNextQueueAttemptBothStates(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	now := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	s := newTestStore(t, Options{Now: func() time.Time { return now }})
+	if _, ok, err := s.NextQueueAttempt(ctx); ok || err != nil {
+		t.Fatalf("empty queue: ok %v, %v", ok, err)
+	}
+	deliverRemote(t, s, "ana@example.org", "bob@remote.example", "carol@remote.example")
+	es, err := s.ClaimQueue(ctx, QueueQueued, now, 10)
+	if err != nil || len(es) != 2 {
+		t.Fatalf("ClaimQueue = %d entries, %v", len(es), err)
+	}
+	failedAt, queuedAt := now.Add(time.Minute), now.Add(time.Hour)
+	err = s.UpdateQueue(ctx, []QueueUpdate{
+		{ID: es[0].ID, Claim: QueueActive, State: QueueFailed, NextAttempt: failedAt},
+		{ID: es[1].ID, Claim: QueueActive, State: QueueQueued, NextAttempt: queuedAt},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok, err := s.NextQueueAttempt(ctx); !ok || err != nil || !got.Equal(failedAt) {
+		t.Errorf("NextQueueAttempt = %v %v %v, want the failed entry's %v", got, ok, err, failedAt)
+	}
+	if err := s.UpdateQueue(ctx, []QueueUpdate{{ID: es[0].ID, Delete: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok, err := s.NextQueueAttempt(ctx); !ok || err != nil || !got.Equal(queuedAt) {
+		t.Errorf("NextQueueAttempt = %v %v %v, want the queued entry's %v", got, ok, err, queuedAt)
 	}
 }
 
