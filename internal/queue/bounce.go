@@ -54,7 +54,7 @@ func (r *runner) bounce(ctx context.Context, entries []store.QueueEntry) {
 			}
 			log.Info("bounced", "to", first.From, "rcpts", rcpts(owed), "bounce_msgid", id)
 		}
-		if err := r.s.Store.UpdateQueue(ctx, ups); err != nil {
+		if err := r.update(ctx, ups); err != nil {
 			// A committed bounce whose rows stay is committed again after a restart: a
 			// duplicate, never a loss.
 			log.Error("record bounce", "err", err)

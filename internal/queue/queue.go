@@ -163,6 +163,31 @@ type runner struct {
 	// is over and then record its results.
 	records  sync.WaitGroup
 	recorded chan struct{} // an attempt wrote its results
+
+	// The next due time of the entries not in memory, as the store last told it (known,
+	// nextAt, nextFound; loop goroutine only), and the earliest next attempt this runner has
+	// written since (noted, any goroutine: see update). wait asks the store again only when
+	// what it knows has come due, after a poll, or after a store error, not after every
+	// wake-up: new mail is due at once and claimed by the fill that its wake-up causes,
+	// and every later time written by this process is noted.
+	known     bool
+	nextAt    time.Time
+	nextFound bool
+	noteMu    sync.Mutex
+	noted     time.Time
+}
+
+// update writes attempt outcomes and notes the earliest next attempt among them.
+func (r *runner) update(ctx context.Context, ups []store.QueueUpdate) error {
+	err := r.s.Store.UpdateQueue(ctx, ups)
+	r.noteMu.Lock()
+	defer r.noteMu.Unlock()
+	for _, u := range ups {
+		if !u.Delete && (r.noted.IsZero() || u.NextAttempt.Before(r.noted)) {
+			r.noted = u.NextAttempt
+		}
+	}
+	return err
 }
 
 type groupKey struct{ msg, domain string }
@@ -247,6 +272,7 @@ func (r *runner) loop(ctx context.Context) {
 		case <-timer.C:
 			refill = true
 			r.failedDue = true
+			r.known = false // time has passed, and other processes may have changed the queue
 		case g := <-r.done:
 			r.finished(g)
 			refill = r.full
@@ -383,15 +409,31 @@ func (r *runner) finished(g *group) {
 // wait returns how long to sleep: until the next entry is due, at most the poll interval.
 func (r *runner) wait(ctx context.Context, ok bool) time.Duration {
 	if !ok || r.held >= r.maxActive {
+		r.known = false
 		return r.poll // a store error, or full: a finished delivery wakes the loop
 	}
-	next, found, err := r.s.Store.NextQueueAttempt(ctx)
-	if err != nil {
-		r.log.Error("next queue attempt", "err", err)
-		return r.poll
+	now := r.now()
+	r.noteMu.Lock()
+	noted := r.noted
+	if !noted.IsZero() && !noted.After(now) {
+		// A written next attempt has come due: the store knows whether it is still waiting.
+		r.noted, r.known = time.Time{}, false
+	}
+	r.noteMu.Unlock()
+	if !r.known || r.nextFound && !r.nextAt.After(now) {
+		next, found, err := r.s.Store.NextQueueAttempt(ctx)
+		if err != nil {
+			r.log.Error("next queue attempt", "err", err)
+			return r.poll
+		}
+		r.nextAt, r.nextFound, r.known = next, found, true
+	}
+	next, found := r.nextAt, r.nextFound
+	if noted.After(now) && (!found || noted.Before(next)) {
+		next, found = noted, true
 	}
 	if !found {
 		return r.poll
 	}
-	return min(max(next.Sub(r.now()), 0), r.poll)
+	return min(max(next.Sub(now), 0), r.poll)
 }

@@ -122,7 +122,7 @@ func (r *runner) release(ctx context.Context, log *slog.Logger, es []store.Queue
 	for i, e := range es {
 		ups[i] = store.QueueUpdate{ID: e.ID, Claim: store.QueueActive, State: store.QueueQueued, NextAttempt: e.NextAttempt}
 	}
-	if err := r.s.Store.UpdateQueue(ctx, ups); err != nil {
+	if err := r.update(ctx, ups); err != nil {
 		log.Error("release queue entries", "err", err)
 	}
 }
@@ -189,7 +189,7 @@ func (r *runner) record(ctx context.Context, log *slog.Logger, entries []store.Q
 		}
 		ups = append(ups, up)
 	}
-	if err := r.s.Store.UpdateQueue(ctx, ups); err != nil {
+	if err := r.update(ctx, ups); err != nil {
 		// The entries stay claimed until the scheduler restarts: then they are tried again.
 		log.Error("record delivery results", "err", err)
 		return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -647,4 +648,56 @@ func TestReturnPathLen(t *testing.T) {
 	if _, err := returnPathLen(strings.NewReader(long), int64(len(long))); err == nil {
 		t.Error("no error for a Return-Path line without an end")
 	}
+}
+
+// countingStore counts NextQueueAttempt calls.
+type countingStore struct {
+	Store
+	next atomic.Int64
+}
+
+func (c *countingStore) NextQueueAttempt(ctx context.Context) (time.Time, bool, error) {
+	c.next.Add(1)
+	return c.Store.NextQueueAttempt(ctx)
+}
+
+// A stream of new mail does not make the scheduler ask the store for the next due time after
+// every message (it knows: new mail is claimed at once), and a deferral it wrote itself still
+// wakes it on time, with the poll an hour away.
+func TestNextDueKnownBetweenMessages(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, "")
+		cs := &countingStore{Store: e.st}
+		e.sched.Store = cs
+		e.dlv.reply = func(rcpt string, n int) *smtp.Reply {
+			if strings.HasPrefix(rcpt, "later@") && n < 1 {
+				return reply(451, "4.3.0", "try later")
+			}
+			return reply(250, "2.0.0", "ok")
+		}
+		e.start()
+		start := cs.next.Load()
+		const n = 20
+		for range n {
+			e.commit("ana@example.org", "bob@remote.example")
+			synctest.Wait()
+		}
+		if asked := cs.next.Load() - start; asked > 2 {
+			t.Errorf("NextQueueAttempt asked %d times for %d messages, want at most 2", asked, n)
+		}
+		if got := len(e.dlv.snapshot()); got != n {
+			t.Fatalf("%d deliveries, want %d", got, n)
+		}
+
+		t0 := time.Now()
+		e.commit("ana@example.org", "later@remote.example")
+		synctest.Wait()
+		advance(10 * time.Minute)
+		calls := e.dlv.snapshot()
+		if len(calls) != n+2 || !calls[n+1].at.Equal(t0.Add(5*time.Minute)) {
+			t.Errorf("retry of the deferred message: %d deliveries, last at %v, want one at +5m",
+				len(calls), calls[len(calls)-1].at.Sub(t0))
+		}
+	})
 }
