@@ -5,10 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages used by tests: SMTP clients (swaks, msmtp, Python's smtplib), openssl for
+# Debian packages used by tests: SMTP clients (swaks with Net::SSLeay for its TLS, msmtp,
+# Python's smtplib), openssl for
 # TLS version checks, Postfix as a peer MTA, python3-dkim (with dnspython, nacl for Ed25519)
 # as an independent DKIM verifier, mbsync (isync) as an IMAP client.
-pkgs=(swaks python3 openssl msmtp postfix python3-dkim python3-dnspython python3-nacl isync)
+pkgs=(swaks libnet-ssleay-perl python3 openssl msmtp postfix python3-dkim python3-dnspython python3-nacl isync)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
