@@ -255,6 +255,7 @@ func (s *Store) group(ctx context.Context, p *pending) error {
 func (s *Store) commitLoop() {
 	defer close(s.committerDone)
 	var wait *time.Timer
+	tailTries := 0 // tail checkpoints retried in a row (see tailCheckpoint)
 	for p := range s.commitc {
 		if s.testHookDrain != nil {
 			s.testHookDrain()
@@ -288,6 +289,12 @@ func (s *Store) commitLoop() {
 			wait.Stop()
 		}
 		s.commitBatch(batch)
+		if s.ckTail.Swap(false) && s.tailCheckpoint() && tailTries < 8 {
+			tailTries++
+			s.ckTail.Store(true)
+		} else {
+			tailTries = 0
+		}
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"testing/synctest"
@@ -417,4 +418,60 @@ func TestJoinableWrites(t *testing.T) {
 			t.Errorf("a joinable write alone committed after %v, want JoinWait (5ms)", d)
 		}
 	})
+}
+
+// Under a steady stream of commits the WAL must start over from its beginning now and then:
+// the background checkpoint alone never catches up with the writer, and without the
+// committer's own short checkpoint (tailCheckpoint) the file grew by every commit (200 MB
+// after 3,000 small messages), each commit appending to it.
+func TestWALStartsOverUnderLoad(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const restart = 256 << 10
+	s := newTestStore(t, Options{CheckpointEvery: 2 * time.Millisecond, walRestart: restart})
+	ana := mustAccount(t, s, "ana@example.org")
+	body := bytes.Repeat([]byte("0123456789abcdef"), 64) // 1 KiB, stored inside the database
+	wal := filepath.Join(s.Dir(), dbName+"-wal")
+
+	// Four senders keep the writer busy, until the background checkpointer has run often
+	// enough and the commits have written far more than restart (bounded, whatever the
+	// machine's speed).
+	var commits atomic.Int64
+	done := func() bool {
+		n := commits.Load()
+		return n >= 3000 || n >= 400 && s.ckRuns.Load() >= 30
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; !done(); i++ {
+				b := newBlob(t, s, append([]byte(fmt.Sprintf("Subject: %d-%d\r\n\r\n", g, i)), body...))
+				if err := s.Deliver(ctx, &Commit{Blob: b, From: "a@remote.example", Recipients: []Recipient{local(ana.ID)}}); err != nil {
+					t.Error(err)
+					return
+				}
+				commits.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	n := commits.Load()
+	// Each message commit writes at least its messages row and its INBOX entry: without
+	// restarts the WAL would hold all of that.
+	if written := n * 2 * pageSize; written < 16*restart {
+		t.Fatalf("test too small: %d commits", n)
+	}
+	fi, err := os.Stat(wal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Started over: the file is about restart bytes plus what came while checkpoints ran.
+	if fi.Size() > 8*restart {
+		t.Errorf("WAL is %d bytes after %d commits (%d checkpoints); want at most %d", fi.Size(), n, s.ckRuns.Load(), 8*restart)
+	}
+	if got := len(uids(t, s, ana.ID)); got != int(n) {
+		t.Errorf("%d messages in INBOX, want %d", got, n)
+	}
 }
