@@ -158,7 +158,10 @@ type runner struct {
 	full    bool // the last fill stopped at maxActive: there may be more due
 	// failedDue: the next fill looks for failed entries too (first fill, then every poll).
 	failedDue bool
-	done      chan *group
+	// gen counts dispatch passes: a group claimed since the last one (gen equal) has not
+	// waited for a slot (see attempt).
+	gen  int
+	done chan *group
 	// records counts attempt goroutines, which free their slot (done) when the delivery
 	// is over and then record its results.
 	records  sync.WaitGroup
@@ -196,6 +199,8 @@ type groupKey struct{ msg, domain string }
 type group struct {
 	key     groupKey
 	entries []store.QueueEntry
+	gen     int  // the runner's dispatch generation when the group was claimed
+	fresh   bool // dispatched right after its claim, without waiting for a slot
 }
 
 type domainQueue struct {
@@ -263,6 +268,7 @@ func (r *runner) loop(ctx context.Context) {
 			ok = r.fill(ctx)
 		}
 		r.dispatch(ctx)
+		r.gen++
 		timer.Reset(r.wait(ctx, ok))
 		refill = false
 		select {
@@ -331,7 +337,7 @@ func (r *runner) add(e store.QueueEntry) {
 		g.entries = append(g.entries, e)
 		return
 	}
-	g := &group{key: k, entries: []store.QueueEntry{e}}
+	g := &group{key: k, entries: []store.QueueEntry{e}, gen: r.gen}
 	r.waiting[k] = g
 	dq := r.domains[k.domain]
 	if dq == nil {
@@ -351,6 +357,7 @@ func (r *runner) dispatch(ctx context.Context) {
 		if g == nil {
 			return
 		}
+		g.fresh = g.gen == r.gen
 		r.running++
 		r.domains[g.key.domain].running++
 		r.records.Add(1)

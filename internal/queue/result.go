@@ -38,26 +38,31 @@ func (s *Scheduler) attempt(ctx context.Context, r *runner, g *group, free func(
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 	defer cancel()
 
-	// An operator may have removed or bounced an entry while it waited for a slot.
+	// An operator may have removed or bounced an entry while it waited for a slot. An entry
+	// dispatched by the pass that claimed it has not waited: it was claimed a moment ago,
+	// and checking it again (a read per message) would only narrow a race that its delivery
+	// has anyway; its results are written only if it is still claimed (UpdateQueue).
 	entries := g.entries
-	ids := make([]int64, len(entries))
-	for i, e := range entries {
-		ids[i] = e.ID
-	}
-	still, err := s.Store.QueueIDsInState(ctx, store.QueueActive, ids)
-	if err != nil {
-		log.Error("check queue entries before delivery", "err", err)
-		r.release(wctx, log, entries)
-		return
-	}
-	entries = entries[:0:0]
-	for _, e := range g.entries {
-		if still[e.ID] {
-			entries = append(entries, e)
+	if !g.fresh {
+		ids := make([]int64, len(entries))
+		for i, e := range entries {
+			ids[i] = e.ID
 		}
-	}
-	if len(entries) == 0 {
-		return
+		still, err := s.Store.QueueIDsInState(ctx, store.QueueActive, ids)
+		if err != nil {
+			log.Error("check queue entries before delivery", "err", err)
+			r.release(wctx, log, entries)
+			return
+		}
+		entries = entries[:0:0]
+		for _, e := range g.entries {
+			if still[e.ID] {
+				entries = append(entries, e)
+			}
+		}
+		if len(entries) == 0 {
+			return
+		}
 	}
 
 	d := &Delivery{
