@@ -273,7 +273,7 @@ func (s *Store) checkpointLoop(path string) {
 	restartFrames := s.walRestart / page
 	tick := time.NewTicker(s.ckEvery)
 	defer tick.Stop()
-	var last int64
+	var last, lastTx int64
 	seenSize, seenMod := int64(-1), time.Time{}
 	for {
 		select {
@@ -293,7 +293,9 @@ func (s *Store) checkpointLoop(path string) {
 		// When a pass found many new frames, the writer likely added many more while it
 		// copied them: another pass follows at once, so that the committer's part stays
 		// small.
+		small := false
 		for pass := 1; pass <= ckMaxPasses; pass++ {
+			tx := s.txCount.Load()
 			var busy, frames, copied int64
 			if err := db.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &frames, &copied); err != nil {
 				s.log.Warn("checkpoint", "err", err)
@@ -304,14 +306,32 @@ func (s *Store) checkpointLoop(path string) {
 			if frames < last {
 				grown = frames // the WAL started over
 			}
-			last = frames
+			if pass == 1 {
+				// Frames per transaction since the last tick (at least: writes outside
+				// the committer are not counted).
+				small = grown <= smallCommitFrames*max(tx-lastTx, 1)
+			}
+			last, lastTx = frames, tx
 			if grown == 0 && copied == frames {
 				break // idle
 			}
 			if frames < restartFrames {
 				break // short enough: the WAL goes on growing for now
 			}
-			if grown <= ckTailFrames || pass == ckMaxPasses {
+			// Starting over pays for small commits, whose fdatasync would otherwise commit
+			// the file system's journal each time; a commit of large messages writes so
+			// much that this hardly shows, while the committer's part of the checkpoint
+			// (tens of ms under a stream of 100 KiB messages) and the extra passes would.
+			// So under large commits the WAL grows to four times its size before it starts
+			// over. The committer's part is small once a pass found few new frames; passes
+			// that do not get there (large messages outpacing the copy) leave the WAL
+			// growing until the next tick, unless it is four times its size already: then
+			// the committer pauses for a longer copy rather than let the file grow on.
+			big := frames >= 4*restartFrames
+			if !small && !big {
+				break
+			}
+			if grown <= ckTailFrames || big && pass == ckMaxPasses {
 				s.ckTail.Store(true)
 				break
 			}
@@ -326,11 +346,12 @@ func (s *Store) checkpointLoop(path string) {
 const walRestartBytes = 16 << 20
 
 // ckTailFrames and ckMaxPasses: the background checkpointer hands the rest of its work to the
-// committer once a pass found at most ckTailFrames new frames (1 MiB of 8 KiB pages), or
-// after ckMaxPasses passes.
+// committer once a pass found at most ckTailFrames new frames (1 MiB of 8 KiB pages); it
+// makes at most ckMaxPasses passes a tick.
 const (
-	ckTailFrames = 128
-	ckMaxPasses  = 4
+	ckTailFrames      = 128
+	smallCommitFrames = 16 // 128 KiB of 8 KiB pages: a commit of one or a few small messages
+	ckMaxPasses       = 4
 )
 
 // tailCheckpoint runs on the committer between batches, when the background checkpoint asked
