@@ -74,6 +74,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	a.Intake = &intake.Intake{Store: st, Directory: a.Dir, Logger: log, DKIM: st}
 	a.outbound, a.queue = newRelay(cfg, st, a.Intake, a.Dir, log)
 	a.Intake.Queued = a.queue.Wake
+	a.Intake.Relay = a.queue
 	// New mail is parsed for IMAP in the background, after its 250, so that a client's first
 	// FETCH of the mailbox finds the envelopes cached.
 	a.indexer = imapserver.NewIndexer(st, log.With("component", "imap-indexer"))

@@ -40,11 +40,24 @@ type Intake struct {
 	// Queued, when set, is called after a commit that queued remote recipients, so the
 	// queue attempts them at once instead of at its next poll.
 	Queued func()
+	// Relay, when set, takes the remote recipients of a commit straight from it, already
+	// claimed, when it has room (queue.Scheduler); otherwise they are queued and Queued is
+	// called.
+	Relay Handoff
 	// Delivered, when set, is called with the message id after a commit that put the message
 	// into local mailboxes (the IMAP indexer caches its envelope then). It must not block.
 	Delivered func(messageID string)
 
 	keys keyCache
+}
+
+// Handoff takes queue entries from a commit (see queue.Scheduler.Reserve): Reserve(n) before
+// the commit says whether to store its n remote recipients claimed; after it, Take gets the
+// entries stored, or Release(n) undoes the reservation of a commit that failed.
+type Handoff interface {
+	Reserve(n int) bool
+	Release(n int)
+	Take(es []store.QueueEntry)
 }
 
 // Recipient is one accepted envelope recipient and where it goes.
@@ -133,12 +146,23 @@ func (d *Draft) Commit(ctx context.Context, env Envelope) error {
 		d.Abort()
 		return fmt.Errorf("commit %s: no deliverable recipient", d.ID())
 	}
+	remotes := len(seenRemote)
+	c.Claim = remotes > 0 && d.in.Relay != nil && d.in.Relay.Reserve(remotes)
 	if err := d.in.Store.Deliver(ctx, c); err != nil {
+		if c.Claim {
+			d.in.Relay.Release(remotes)
+		}
 		d.Abort()
 		return fmt.Errorf("commit %s: %w", d.ID(), err)
 	}
 	d.done = true
-	if len(seenRemote) > 0 && d.in.Queued != nil {
+	switch {
+	case c.Claim:
+		if n := remotes - len(c.Claimed); n > 0 {
+			d.in.Relay.Release(n)
+		}
+		d.in.Relay.Take(c.Claimed)
+	case remotes > 0 && d.in.Queued != nil:
 		d.in.Queued()
 	}
 	if len(seenLocal) > 0 && d.in.Delivered != nil {

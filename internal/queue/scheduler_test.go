@@ -701,3 +701,54 @@ func TestNextDueKnownBetweenMessages(t *testing.T) {
 		}
 	})
 }
+
+// A commit hands its remote recipients straight to a running scheduler (Reserve, a commit
+// with Claim, Take): they are delivered without a wake-up or a query for due entries.
+func TestHandoff(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, "")
+		if e.sched.Reserve(1) {
+			t.Fatal("Reserve before Run")
+		}
+		e.start()
+
+		// The cap: past handoffMax, commits queue as before.
+		if !e.sched.Reserve(handoffMax) || e.sched.Reserve(1) {
+			t.Fatal("Reserve ignores handoffMax")
+		}
+		e.sched.Release(handoffMax)
+
+		if !e.sched.Reserve(2) {
+			t.Fatal("Reserve declined on a running scheduler")
+		}
+		b, err := e.st.NewBlob()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Write([]byte("Return-Path: <ana@example.org>\r\n" + body))
+		c := &store.Commit{Blob: b, From: "ana@example.org", Claim: true, Recipients: []store.Recipient{
+			{Address: "a@remote.example", Remote: true}, {Address: "b@remote.example", Remote: true}}}
+		if err := e.st.Deliver(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+		e.sched.Take(c.Claimed) // no Wake: the poll is an hour away
+		synctest.Wait()
+
+		calls := e.dlv.snapshot()
+		if len(calls) != 1 || !slices.Equal(calls[0].rcpts, []string{"a@remote.example", "b@remote.example"}) {
+			t.Fatalf("calls %+v, want one delivery to both", calls)
+		}
+		if q := e.queue(); len(q) != 0 {
+			t.Errorf("queue after delivery: %+v", q)
+		}
+		if n := e.sched.handed.Load(); n != 0 {
+			t.Errorf("%d entries still counted as handed over", n)
+		}
+
+		e.stop()
+		if e.sched.Reserve(1) {
+			t.Error("Reserve after Run ended")
+		}
+	})
+}

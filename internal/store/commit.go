@@ -37,6 +37,14 @@ type Commit struct {
 	// SMTPUTF8 and RFC 6152 BODY=8BITMIME.
 	Ret, EnvID         string
 	SMTPUTF8, EightBit bool
+
+	// Claim stores the remote recipients' queue rows already claimed for delivery (state
+	// active) instead of queued, and Deliver fills Claimed with them: the caller hands them
+	// to the scheduler, which then needs neither to look for them nor to claim them. The
+	// caller must make sure the scheduler takes them (queue.Scheduler.Reserve): a claim is
+	// only released by the scheduler or by the reset at its next start.
+	Claim   bool
+	Claimed []QueueEntry
 }
 
 // pending is a commit on its way through the committer.
@@ -64,6 +72,9 @@ type pending struct {
 	// Message parameters of the queue rows (see Commit).
 	ret, envID         string
 	smtpUTF8, eightBit bool
+
+	claim   bool         // queue rows go in claimed (Commit.Claim)
+	claimed []QueueEntry // the rows written, when claim is set
 }
 
 // Deliver makes the one durable commit for c (see the package comment): it
@@ -148,6 +159,7 @@ func (s *Store) Deliver(ctx context.Context, c *Commit) error {
 		s.removeBlob(p.rel)
 		return fmt.Errorf("deliver %s: %w", p.id, err)
 	}
+	c.Claimed = p.claimed
 	return nil
 }
 
@@ -165,6 +177,7 @@ func (s *Store) newPending(c *Commit) (*pending, error) {
 		envID:    c.EnvID,
 		smtpUTF8: c.SMTPUTF8,
 		eightBit: c.EightBit,
+		claim:    c.Claim,
 	}
 	if p.received.IsZero() {
 		p.received = s.now()
@@ -503,11 +516,30 @@ func (st txStmts) write(ctx context.Context, p *pending, now, expires int64) err
 			return fmt.Errorf("insert into INBOX of account %d: %w", acct, err)
 		}
 	}
+	state := QueueQueued
+	if p.claim {
+		state = QueueActive
+	}
+	p.claimed = p.claimed[:0] // a batch that failed is written again one commit at a time
 	for _, r := range p.remotes {
-		if _, err := st.queue.ExecContext(ctx, p.id, r.Address, recipientDomain(r.Address), now, now, expires,
-			r.Notify, r.ORCPT, p.ret, p.envID, boolInt(p.smtpUTF8), boolInt(p.eightBit)); err != nil {
+		domain := recipientDomain(r.Address)
+		res, err := st.queue.ExecContext(ctx, p.id, r.Address, domain, string(state), now, now, expires,
+			r.Notify, r.ORCPT, p.ret, p.envID, boolInt(p.smtpUTF8), boolInt(p.eightBit))
+		if err != nil {
 			return fmt.Errorf("queue for %s: %w", r.Address, err)
 		}
+		if !p.claim {
+			continue
+		}
+		id, err := res.LastInsertId()
+		if err != nil {
+			return fmt.Errorf("queue for %s: %w", r.Address, err)
+		}
+		// What claimSelectSQL would read back.
+		p.claimed = append(p.claimed, QueueEntry{ID: id, MessageID: p.id, From: p.from, Rcpt: r.Address,
+			Domain: domain, State: state, NextAttempt: fromUnix(now), Created: fromUnix(now),
+			Expires: fromUnix(expires), Notify: r.Notify, ORCPT: r.ORCPT, Ret: p.ret, EnvID: p.envID,
+			SMTPUTF8: p.smtpUTF8, EightBit: p.eightBit, Size: p.size, ReceivedAt: fromUnix(received)})
 	}
 	return nil
 }

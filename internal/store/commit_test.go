@@ -475,3 +475,55 @@ func TestWALStartsOverUnderLoad(t *testing.T) {
 		t.Errorf("%d messages in INBOX, want %d", got, n)
 	}
 }
+
+// A commit with Claim stores its queue rows claimed and returns them as ClaimQueue would
+// have read them; without Claim they are queued.
+func TestDeliverClaimed(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newTestStore(t, Options{})
+	b := newBlob(t, s, []byte("Subject: hi\r\n\r\nhi\r\n"))
+	c := &Commit{Blob: b, From: "ana@example.org", Claim: true, Ret: "HDRS", EnvID: "e1", EightBit: true,
+		Recipients: []Recipient{
+			{Address: "x@Remote.example", Remote: true, Notify: "NEVER"},
+			{Address: "y@other.example", Remote: true, ORCPT: "rfc822;y@other.example"},
+			{Address: "x@Remote.example", Remote: true}, // once
+		}}
+	if err := s.Deliver(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Claimed) != 2 {
+		t.Fatalf("claimed %+v, want 2 entries", c.Claimed)
+	}
+	for _, got := range c.Claimed {
+		want, err := s.GetQueueEntry(ctx, got.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want.State != QueueActive {
+			t.Errorf("entry %d in state %s, want active", got.ID, want.State)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("claimed entry\n%+v\nstored\n%+v", got, want)
+		}
+	}
+	// Nothing is left for the scheduler to claim, and a reset releases the claims.
+	if es, err := s.ClaimQueue(ctx, QueueQueued, time.Now().Add(time.Hour), 10); err != nil || len(es) != 0 {
+		t.Errorf("ClaimQueue found %+v, %v", es, err)
+	}
+	if n, err := s.ResetQueueClaims(ctx); err != nil || n != 2 {
+		t.Errorf("ResetQueueClaims = %d, %v; want 2", n, err)
+	}
+
+	b = newBlob(t, s, []byte("Subject: hi\r\n\r\nhi\r\n"))
+	c = &Commit{Blob: b, From: "ana@example.org", Recipients: []Recipient{{Address: "z@remote.example", Remote: true}}}
+	if err := s.Deliver(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Claimed) != 0 {
+		t.Errorf("claimed %+v without Claim", c.Claimed)
+	}
+	if es, err := s.ClaimQueue(ctx, QueueQueued, time.Now().Add(time.Hour), 10); err != nil || len(es) != 3 {
+		t.Errorf("ClaimQueue found %d entries, %v; want 3", len(es), err)
+	}
+}

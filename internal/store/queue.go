@@ -69,8 +69,10 @@ CREATE INDEX queue_attempts_entry ON queue_attempts (queue_id);
 `
 
 // insertQueueSQL is the statement Deliver prepares for one remote recipient.
+// Its state is queued, or active when the commit hands the entry to the scheduler itself
+// (Commit.Claim).
 const insertQueueSQL = `INSERT INTO queue (message_id, rcpt, domain, state, next_attempt, created, expires,
-	notify, orcpt, ret, envid, smtputf8, body_8bit) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	notify, orcpt, ret, envid, smtputf8, body_8bit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
 // QueueState is the state of a queue entry (see the state diagram in queue.go).
 type QueueState string

@@ -328,7 +328,7 @@ func fillQueue(b *testing.B, s *Store, n int, t0 time.Time) {
 			b.Fatal(err)
 		}
 		rcpt := fmt.Sprintf("r%d@d%d.example", i, i%50)
-		if _, err := q.Exec(id, rcpt, recipientDomain(rcpt), unix(t0), unix(t0), unix(t0.Add(5*24*time.Hour)), "", "", "", "", 0, 0); err != nil {
+		if _, err := q.Exec(id, rcpt, recipientDomain(rcpt), string(QueueQueued), unix(t0), unix(t0), unix(t0.Add(5*24*time.Hour)), "", "", "", "", 0, 0); err != nil {
 			b.Fatal(err)
 		}
 	}
