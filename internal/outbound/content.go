@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"sync"
 )
 
 // contentInfo describes the content as it goes on the wire, before
@@ -143,6 +144,17 @@ func copyContent(w io.Writer, open func() (io.ReadCloser, error), want contentIn
 	return err
 }
 
+// contentBufs are normalizeContent's buffers: what it reads, and its normal form (at most
+// twice as long, every byte a bare CR or LF, plus a CR carried over). They are pooled: it runs
+// twice for every relayed message, and allocating them each time was most of a small
+// message's garbage.
+type contentBufs struct {
+	in  [32 << 10]byte
+	out [2*(32<<10) + 2]byte
+}
+
+var contentBufPool = sync.Pool{New: func() any { return new(contentBufs) }}
+
 // normalizeContent reads the content of open through the normalizer and hands each
 // normalised chunk to emit (nil: only count), with the counts so far; last marks the final
 // chunk. It returns the counts of the whole content.
@@ -153,8 +165,9 @@ func normalizeContent(open func() (io.ReadCloser, error), emit func(chunk []byte
 	}
 	defer rc.Close()
 	var n normalizer
-	buf := make([]byte, 32*1024)
-	out := make([]byte, 0, 2*len(buf)+2)
+	bufs := contentBufPool.Get().(*contentBufs)
+	defer contentBufPool.Put(bufs)
+	buf, out := bufs.in[:], bufs.out[:0]
 	for {
 		k, rerr := rc.Read(buf)
 		out = n.append(out[:0], buf[:k])
