@@ -466,9 +466,14 @@ func (s *Store) writeBatch(ctx context.Context, batch []*pending) (began bool, e
 			return true, classify(err)
 		}
 	}
+	st.tx, st.ids = tx, &s.qids
 	t := s.now()
 	now, expires := unix(t), unix(t.Add(s.queueLifetime))
-	return true, s.finishBatch(ctx, tx, batch, func(p *pending) error { return st.write(ctx, p, now, expires) })
+	err = s.finishBatch(ctx, tx, batch, func(p *pending) error { return st.write(ctx, p, now, expires) })
+	if err != nil {
+		s.qids.reset() // a block reserved in this transaction is not recorded
+	}
+	return true, err
 }
 
 // finishBatch runs every write of batch in tx (an op, or write for a message commit) and
@@ -493,7 +498,11 @@ func (s *Store) finishBatch(ctx context.Context, tx *sql.Tx, batch []*pending, w
 	return nil
 }
 
-type txStmts struct{ msg, bump, mbx, queue *sql.Stmt }
+type txStmts struct {
+	msg, bump, mbx, queue *sql.Stmt
+	tx                    *sql.Tx
+	ids                   *queueIDs
+}
 
 // write records one commit: the messages row, then per local account a
 // mailbox entry with the INBOX's next UID and modseq, then per remote
@@ -523,17 +532,16 @@ func (st txStmts) write(ctx context.Context, p *pending, now, expires int64) err
 	p.claimed = p.claimed[:0] // a batch that failed is written again one commit at a time
 	for _, r := range p.remotes {
 		domain := recipientDomain(r.Address)
-		res, err := st.queue.ExecContext(ctx, p.id, r.Address, domain, string(state), now, now, expires,
-			r.Notify, r.ORCPT, p.ret, p.envID, boolInt(p.smtpUTF8), boolInt(p.eightBit))
+		id, err := st.ids.take(ctx, st.tx)
 		if err != nil {
+			return err
+		}
+		if _, err := st.queue.ExecContext(ctx, id, p.id, r.Address, domain, string(state), now, now, expires,
+			r.Notify, r.ORCPT, p.ret, p.envID, boolInt(p.smtpUTF8), boolInt(p.eightBit)); err != nil {
 			return fmt.Errorf("queue for %s: %w", r.Address, err)
 		}
 		if !p.claim {
 			continue
-		}
-		id, err := res.LastInsertId()
-		if err != nil {
-			return fmt.Errorf("queue for %s: %w", r.Address, err)
 		}
 		// What claimSelectSQL would read back.
 		p.claimed = append(p.claimed, QueueEntry{ID: id, MessageID: p.id, From: p.from, Rcpt: r.Address,

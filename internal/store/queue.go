@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -71,8 +72,63 @@ CREATE INDEX queue_attempts_entry ON queue_attempts (queue_id);
 // insertQueueSQL is the statement Deliver prepares for one remote recipient.
 // Its state is queued, or active when the commit hands the entry to the scheduler itself
 // (Commit.Claim).
-const insertQueueSQL = `INSERT INTO queue (message_id, rcpt, domain, state, next_attempt, created, expires,
-	notify, orcpt, ret, envid, smtputf8, body_8bit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+// Its id comes from queueIDs; NULL lets SQLite choose.
+const insertQueueSQL = `INSERT INTO queue (id, message_id, rcpt, domain, state, next_attempt, created, expires,
+	notify, orcpt, ret, envid, smtputf8, body_8bit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+// queueIDs hands out the ids of new queue rows from blocks reserved in sqlite_sequence.
+//
+// The queue's AUTOINCREMENT keeps ids from being reused (an operator's "queue remove 7" or a
+// trace must never meet another entry 7), but it pays for that with a write of
+// sqlite_sequence in every transaction that adds a row: a whole page, one of the six WAL
+// frames of a relayed message's commit. SQLite writes sqlite_sequence only when a row's id
+// goes beyond the recorded value, so ids taken below it cost nothing there: a block of
+// queueIDBlock ids is recorded at once and handed out one by one. A restart forgets the
+// rest of a block: ids jump, and are never reused.
+type queueIDs struct {
+	mu          sync.Mutex
+	next, limit int64 // next id to hand out; the block ends at limit (next > limit: none)
+}
+
+const queueIDBlock = 1024
+
+// take returns the next id, reserving a new block in tx first when needed. A transaction
+// that fails after a reservation must call reset: the block is not recorded then.
+func (q *queueIDs) take(ctx context.Context, tx *sql.Tx) (int64, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.next == 0 || q.next > q.limit {
+		// Past both the recorded value and the largest id: rows added without an id
+		// (NULL: SQLite's choice) always land above the block.
+		var base int64
+		err := tx.QueryRowContext(ctx, `SELECT max(
+			coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'queue'), 0),
+			coalesce((SELECT max(id) FROM queue), 0))`).Scan(&base)
+		if err != nil {
+			return 0, fmt.Errorf("reserve queue ids: %w", err)
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE sqlite_sequence SET seq = ? WHERE name = 'queue'`, base+queueIDBlock)
+		if err != nil {
+			return 0, fmt.Errorf("reserve queue ids: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO sqlite_sequence (name, seq) VALUES ('queue', ?)`, base+queueIDBlock); err != nil {
+				return 0, fmt.Errorf("reserve queue ids: %w", err)
+			}
+		}
+		q.next, q.limit = base+1, base+queueIDBlock
+	}
+	id := q.next
+	q.next++
+	return id, nil
+}
+
+// reset forgets the current block: the transaction that reserved it may have rolled back.
+func (q *queueIDs) reset() {
+	q.mu.Lock()
+	q.next, q.limit = 0, 0
+	q.mu.Unlock()
+}
 
 // QueueState is the state of a queue entry (see the state diagram in queue.go).
 type QueueState string

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -328,7 +329,7 @@ func fillQueue(b *testing.B, s *Store, n int, t0 time.Time) {
 			b.Fatal(err)
 		}
 		rcpt := fmt.Sprintf("r%d@d%d.example", i, i%50)
-		if _, err := q.Exec(id, rcpt, recipientDomain(rcpt), string(QueueQueued), unix(t0), unix(t0), unix(t0.Add(5*24*time.Hour)), "", "", "", "", 0, 0); err != nil {
+		if _, err := q.Exec(nil, id, rcpt, recipientDomain(rcpt), string(QueueQueued), unix(t0), unix(t0), unix(t0.Add(5*24*time.Hour)), "", "", "", "", 0, 0); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -448,5 +449,115 @@ func TestMsgCacheBound(t *testing.T) {
 	}
 	if len(c.order) > 2*c.len()+64 {
 		t.Errorf("order list holds %d ids for %d entries", len(c.order), c.len())
+	}
+}
+
+// Queue ids come from blocks recorded in sqlite_sequence: commits inside a block leave it
+// alone, ids keep rising across a restart and are never reused, even with the queue empty.
+func TestQueueIDBlocks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(ctx, dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := func(s *Store) int64 {
+		t.Helper()
+		var n int64
+		if err := s.r.QueryRowContext(ctx, `SELECT seq FROM sqlite_sequence WHERE name = 'queue'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	relay := func(s *Store, n int) []int64 {
+		t.Helper()
+		var ids []int64
+		for i := range n {
+			c := &Commit{Blob: newBlob(t, s, []byte("Subject: x\r\n\r\nx\r\n")), From: "a@example.org",
+				Recipients: []Recipient{{Address: fmt.Sprintf("r%d@remote.example", i), Remote: true}}, Claim: true}
+			if err := s.Deliver(ctx, c); err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range c.Claimed {
+				ids = append(ids, e.ID)
+			}
+		}
+		return ids
+	}
+
+	first := relay(s, 5)
+	if !slices.Equal(first, []int64{1, 2, 3, 4, 5}) {
+		t.Errorf("ids %v, want 1 to 5", first)
+	}
+	if got := seq(s); got != queueIDBlock {
+		t.Errorf("sqlite_sequence %d after 5 commits, want the block's end %d", got, queueIDBlock)
+	}
+	// Delivered: the queue is empty, which would make SQLite's own choice start over.
+	var ups []QueueUpdate
+	for _, id := range first {
+		ups = append(ups, QueueUpdate{ID: id, Delete: true})
+	}
+	if err := s.UpdateQueue(ctx, ups); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err = Open(ctx, dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	after := relay(s, 2)
+	if !slices.Equal(after, []int64{queueIDBlock + 1, queueIDBlock + 2}) {
+		t.Errorf("ids after a restart %v, want %d and %d", after, queueIDBlock+1, queueIDBlock+2)
+	}
+}
+
+// A block reserved in a transaction that rolled back was never recorded: the allocator
+// forgets it (reset), or it would hand out ids that SQLite gives to rows added without one.
+func TestQueueIDBlockRolledBack(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newTestStore(t, Options{})
+	var q queueIDs
+	insert := func(id any) int64 {
+		t.Helper()
+		if _, err := s.w.ExecContext(ctx, `INSERT INTO messages (id, blob_path, size, received_at, env_from) VALUES ('m', '', 1, 0, '') ON CONFLICT DO NOTHING`); err != nil {
+			t.Fatal(err)
+		}
+		res, err := s.w.ExecContext(ctx, insertQueueSQL, id, "m", "r@remote.example", "remote.example", string(QueueQueued), 0, 0, 0, "", "", "", "", 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := res.LastInsertId()
+		return n
+	}
+
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := q.take(ctx, tx); err != nil || id != 1 {
+		t.Fatalf("take: %d, %v; want 1", id, err)
+	}
+	tx.Rollback()
+	q.reset()
+	// Rows added without an id meanwhile take 1 and 2.
+	insert(nil)
+	insert(nil)
+	tx, err = s.w.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	id, err := q.take(ctx, tx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id != 3 {
+		t.Errorf("id after a rolled back block: %d, want 3", id)
 	}
 }

@@ -130,6 +130,7 @@ type Store struct {
 
 	// The committer.
 	commitc        chan *pending
+	qids           queueIDs // ids of new queue rows (committer)
 	committerDone  chan struct{}
 	ckStop, ckDone chan struct{} // the background checkpointer
 	ckEvery        time.Duration
