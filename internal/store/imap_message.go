@@ -82,8 +82,8 @@ type MailboxSnapshot struct {
 }
 
 // SnapshotMailbox returns a mailbox and the UIDs of its messages, as SELECT needs them. It
-// reads only the (mailbox_id, uid) index: one query for every UID, and one indexed lookup
-// (mailbox_messages_unseen) for the first message without \Seen.
+// reads only the (mailbox_id, uid) key: one query for every UID, and one range lookup from the
+// mailbox's unseen_low mark for the first message without \Seen.
 func (s *Store) SnapshotMailbox(ctx context.Context, accountID int64, name string) (MailboxSnapshot, error) {
 	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
@@ -116,8 +116,7 @@ func (s *Store) SnapshotMailbox(ctx context.Context, accountID int64, name strin
 	return snap, nil
 }
 
-// FirstUnseen returns the UID of the first entry without \Seen, or 0 (one row of the partial
-// index mailbox_messages_unseen).
+// FirstUnseen returns the UID of the first entry without \Seen, or 0.
 func (s *Store) FirstUnseen(ctx context.Context, mailboxID int64) (uint32, error) {
 	var uid int64
 	err := s.r.QueryRowContext(ctx, firstUnseenQuery, mailboxID).Scan(&uid)
@@ -130,14 +129,39 @@ func (s *Store) FirstUnseen(ctx context.Context, mailboxID int64) (uint32, error
 	return uint32(uid), nil
 }
 
-// firstUnseenQuery names the index: without statistics SQLite would rather walk the primary
-// key in UID order, testing every row, which is a full scan when every message is seen.
-const firstUnseenQuery = `SELECT uid FROM mailbox_messages INDEXED BY mailbox_messages_unseen WHERE mailbox_id = ? AND ` + unseenCond + ` ORDER BY uid LIMIT 1`
+// firstUnseenQuery walks the mailbox's entries in UID order from its unseen_low mark, below
+// which every entry has \Seen. The writers keep the mark on the first unseen entry (see
+// unseenLowSQL), so the walk usually stops at its first row.
+const firstUnseenQuery = `SELECT uid FROM mailbox_messages WHERE mailbox_id = ?1 AND uid >= (SELECT unseen_low FROM mailboxes WHERE id = ?1) AND ` + unseenCond + ` ORDER BY uid LIMIT 1`
 
-// unseenCond is the condition of the partial index mailbox_messages_unseen; a query must
-// state it exactly for SQLite to use the index. Flags are stored in standard case and a
+// unseenCond is true for an entry without \Seen. Flags are stored in standard case and a
 // keyword cannot contain a backslash, so `\Seen` appears in flags only as the flag itself.
 const unseenCond = `instr(flags, '\Seen') = 0`
+
+// unseenLowSQL moves a mailbox's unseen_low mark onto its first entry without \Seen (uidnext
+// when there is none), looking from the lower of the mark and ?2.
+//
+// The mark is what a partial index of the unseen entries was for, without its cost: that
+// index was one more B-tree page written by every delivery, about a tenth of a one-message
+// commit. A new message needs no change to the mark, since its UID is at least uidnext, which
+// is never below the mark. Every other change to a mailbox's entries runs this statement in
+// its transaction: ?2 is the lowest UID that lost \Seen (removing the flag is the only way an
+// entry below the mark can become unseen), or a UID above all for the other changes. The walk
+// costs one row when the mark's entry is still unseen; it is longer only after \Seen is set on
+// the first unseen entry or that entry is removed, and then it steps over seen entries that
+// later reads would otherwise step over each time (Dovecot keeps a similar low-water mark in
+// its index header).
+const unseenLowSQL = `UPDATE mailboxes SET unseen_low = coalesce((SELECT uid FROM mailbox_messages
+	WHERE mailbox_id = ?1 AND uid >= min(?2, mailboxes.unseen_low) AND ` + unseenCond + ` ORDER BY uid LIMIT 1), uidnext)
+	WHERE id = ?1`
+
+// noLowerUID is unseenLowSQL's ?2 when no entry lost \Seen.
+const noLowerUID = int64(1) << 32
+
+func advanceUnseenTx(ctx context.Context, tx *sql.Tx, mailboxID int64, lost int64) error {
+	_, err := tx.ExecContext(ctx, unseenLowSQL, mailboxID, lost)
+	return err
+}
 
 // uidsTx returns the UIDs of a mailbox, ascending. SQLite joins them into one text value from
 // the covering (mailbox_id, uid) index, which costs far less than a row per message through
@@ -361,6 +385,7 @@ func (s *Store) StoreFlags(ctx context.Context, mailboxID int64, uids []uint32, 
 		if err != nil {
 			return err
 		}
+		seenChanged, lost := false, noLowerUID
 		for _, r := range rs {
 			var nf []string
 			switch op {
@@ -388,6 +413,15 @@ func (s *Store) StoreFlags(ctx context.Context, mailboxID int64, uids []uint32, 
 				return err
 			}
 			changed = append(changed, MessageInfo{UID: r.uid, Flags: nf, ModSeq: modseq})
+			if was, is := hasFlag(r.flags, `\Seen`), hasFlag(nf, `\Seen`); was != is {
+				seenChanged = true
+				if was {
+					lost = min(lost, int64(r.uid))
+				}
+			}
+		}
+		if seenChanged {
+			return advanceUnseenTx(ctx, tx, mailboxID, lost)
 		}
 		return nil
 	})
@@ -445,7 +479,7 @@ func removeTx(ctx context.Context, tx *sql.Tx, mailboxID int64, uids []uint32, m
 			return err
 		}
 	}
-	return nil
+	return advanceUnseenTx(ctx, tx, mailboxID, noLowerUID)
 }
 
 // CopyResult says where CopyMessages and MoveMessages put the messages. SourceUIDs and
@@ -556,6 +590,9 @@ func copyTx(ctx context.Context, tx *sql.Tx, srcID int64, uids []uint32, dstID i
 		res.SourceUIDs = append(res.SourceUIDs, r.uid)
 		res.DestUIDs = append(res.DestUIDs, uid)
 	}
+	if err := advanceUnseenTx(ctx, tx, dstID, noLowerUID); err != nil {
+		return res, 0, err
+	}
 	if move {
 		_, srcModseq, err := bumpTx(ctx, tx, srcID)
 		if err != nil {
@@ -627,9 +664,11 @@ func (s *Store) AppendMessage(ctx context.Context, mailboxID int64, b *BlobWrite
 			return err
 		}
 		res.UIDValidity, res.UID = uint32(uidValidity), uint32(uid)
-		_, err = tx.ExecContext(ctx, `INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, modseq, internal_date) VALUES (?, ?, ?, ?, ?, ?)`,
-			mailboxID, uid, b.id, joinFlags(normalizeFlags(flags)), modseq, unix(internalDate))
-		return err
+		if _, err := tx.ExecContext(ctx, `INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, modseq, internal_date) VALUES (?, ?, ?, ?, ?, ?)`,
+			mailboxID, uid, b.id, joinFlags(normalizeFlags(flags)), modseq, unix(internalDate)); err != nil {
+			return err
+		}
+		return advanceUnseenTx(ctx, tx, mailboxID, noLowerUID)
 	})
 	if err != nil {
 		s.removeBlob(rel)

@@ -3,13 +3,15 @@ package store
 import (
 	"context"
 	"io"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
-// SELECT's snapshot: every UID from the uid-only read, and the first unseen message from the
-// partial index, which the query plan must use.
+// SELECT's snapshot: every UID from the uid-only read, and the first unseen message from a
+// primary-key range read starting at the mailbox's unseen_low mark.
 func TestSnapshotUIDsAndFirstUnseen(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -37,20 +39,129 @@ func TestSnapshotUIDsAndFirstUnseen(t *testing.T) {
 	if snap, _ = s.SnapshotMailbox(ctx, a.ID, "INBOX"); snap.FirstUnseen != 10 {
 		t.Errorf("last unseen: first unseen %d", snap.FirstUnseen)
 	}
-	var plan strings.Builder
-	rows, err := s.r.QueryContext(ctx, `EXPLAIN QUERY PLAN `+firstUnseenQuery, inbox.ID)
+	for _, q := range []string{firstUnseenQuery, unseenLowSQL} {
+		var plan strings.Builder
+		rows, err := s.w.QueryContext(ctx, `EXPLAIN QUERY PLAN `+q, inbox.ID, noLowerUID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var id, parent, notused int
+			var detail string
+			rows.Scan(&id, &parent, &notused, &detail)
+			plan.WriteString(detail + "\n")
+		}
+		rows.Close()
+		if !strings.Contains(plan.String(), "SEARCH mailbox_messages USING PRIMARY KEY (mailbox_id=? AND uid>?)") {
+			t.Errorf("the walk from unseen_low is not a key range:\n%s\n%s", q, plan.String())
+		}
+	}
+}
+
+// The unseen_low mark against a brute-force first unseen entry, through random flag
+// changes, expunges, copies, moves, appends and deliveries: the first unseen entry is always
+// right, and the mark always sits on it (or on uidnext when every entry is seen), so that a
+// read steps over no seen entry.
+func TestUnseenLowMark(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newTestStore(t, Options{})
+	a := mustAccount(t, s, "ana@example.org")
+	inbox, _ := s.GetMailbox(ctx, a.ID, "INBOX")
+	other, err := s.CreateMailbox(ctx, a.ID, "Other", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for rows.Next() {
-		var id, parent, notused int
-		var detail string
-		rows.Scan(&id, &parent, &notused, &detail)
-		plan.WriteString(detail + "\n")
+	deliverN(t, s, a.ID, 8)
+	rng := rand.New(rand.NewPCG(6, 1))
+	pick := func(mb int64) []uint32 {
+		all, err := s.MessagesByUID(ctx, mb, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []uint32
+		for _, m := range all {
+			if rng.IntN(3) == 0 {
+				out = append(out, m.UID)
+			}
+		}
+		return out
 	}
-	rows.Close()
-	if !strings.Contains(plan.String(), "mailbox_messages_unseen") {
-		t.Errorf("first unseen does not use the partial index:\n%s", plan.String())
+	ops := map[string]int{}
+	for i := range 400 {
+		mb, dst := inbox.ID, other.ID
+		if rng.IntN(2) == 0 {
+			mb, dst = dst, mb
+		}
+		var err error
+		switch rng.IntN(9) {
+		case 0, 1:
+			_, _, err = s.StoreFlags(ctx, mb, pick(mb), FlagsAdd, []string{`\Seen`})
+			ops["seen"]++
+		case 2:
+			_, _, err = s.StoreFlags(ctx, mb, pick(mb), FlagsRemove, []string{`\Seen`})
+			ops["unseen"]++
+		case 3:
+			_, _, err = s.StoreFlags(ctx, mb, pick(mb), FlagsReplace, []string{`\Deleted`})
+			if err == nil {
+				_, _, err = s.Expunge(ctx, mb, nil)
+			}
+			ops["expunge"]++
+		case 4:
+			_, err = s.CopyMessages(ctx, mb, pick(mb), dst)
+			ops["copy"]++
+		case 5:
+			_, err = s.MoveMessages(ctx, mb, pick(mb), dst)
+			ops["move"]++
+		case 6:
+			var flags []string
+			if rng.IntN(2) == 0 {
+				flags = []string{`\Seen`}
+			}
+			_, err = s.AppendMessage(ctx, mb, newBlob(t, s, []byte("Subject: a\r\n\r\nx\r\n")), flags, time.Time{})
+			ops["append"]++
+		case 7:
+			deliverN(t, s, a.ID, 1)
+			ops["deliver"]++
+		case 8:
+			_, err = s.RemoveMessages(ctx, mb, pick(mb))
+			ops["remove"]++
+		}
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		for _, id := range []int64{inbox.ID, other.ID} {
+			var want, low, uidnext int64
+			rows, err := s.r.QueryContext(ctx, `SELECT uid, flags FROM mailbox_messages WHERE mailbox_id = ? ORDER BY uid`, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rows.Next() {
+				var uid int64
+				var flags string
+				rows.Scan(&uid, &flags)
+				if want == 0 && !strings.Contains(flags, `\Seen`) {
+					want = uid
+				}
+			}
+			rows.Close()
+			got, err := s.FirstUnseen(ctx, id)
+			if err != nil || int64(got) != want {
+				t.Fatalf("step %d, mailbox %d: first unseen %d, %v; want %d", i, id, got, err, want)
+			}
+			s.r.QueryRowContext(ctx, `SELECT unseen_low, uidnext FROM mailboxes WHERE id = ?`, id).Scan(&low, &uidnext)
+			if want == 0 {
+				want = uidnext
+			}
+			if low != want {
+				t.Fatalf("step %d, mailbox %d: unseen_low %d, want %d", i, id, low, want)
+			}
+		}
+	}
+	for _, op := range []string{"seen", "unseen", "expunge", "copy", "move", "append", "deliver", "remove"} {
+		if ops[op] == 0 {
+			t.Errorf("no %s step ran", op)
+		}
 	}
 }
 

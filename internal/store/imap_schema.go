@@ -28,8 +28,6 @@ CREATE TABLE mailbox_expunged (
 	PRIMARY KEY (mailbox_id, uid)
 );
 CREATE INDEX mailbox_expunged_modseq ON mailbox_expunged (mailbox_id, modseq);
--- The entries without \Seen, for SELECT's first unseen message (see unseenCond).
-CREATE INDEX mailbox_messages_unseen ON mailbox_messages (mailbox_id, uid) WHERE instr(flags, '\Seen') = 0;
 -- The small columns come first, so that reading size and envelope does not touch a long
 -- header's overflow pages; size repeats messages.size so that FETCH ENVELOPE RFC822.SIZE
 -- needs no other table. (WITHOUT ROWID measured slower to fill and no faster to read.)

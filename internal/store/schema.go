@@ -55,6 +55,7 @@ CREATE TABLE mailboxes (
 	uidnext       INTEGER NOT NULL,
 	highestmodseq INTEGER NOT NULL,
 	subscribed    INTEGER NOT NULL DEFAULT 0,
+	unseen_low    INTEGER NOT NULL DEFAULT 1, -- every entry with a lower UID has \Seen (see unseenLowSQL)
 	UNIQUE (account_id, name)
 );
 CREATE TABLE messages (
