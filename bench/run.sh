@@ -13,8 +13,13 @@
 # peak memory (PSS of the tree). Then one pass per server under strace counts fsync-family
 # calls per message on case a.
 #
+# Case c also runs against bench/floor (FLOOR=1), a minimal SMTP responder that does nothing
+# per message but the dialogue and one fdatasync of the bytes a yubin commit writes: the
+# most a server with one fsync per acknowledged message could do on this machine today.
+#
 # Environment: ROUNDS [3], CASES ["a b c"], SCALE [1] (multiplies message counts),
-# MODE [mailbox] (mailbox or relay), FSYNC [1] (0 skips the strace pass), OUT [bench/results-MODE.md]
+# MODE [mailbox] (mailbox or relay), FSYNC [1] (0 skips the strace pass), FLOOR [1],
+# OUT [bench/results-MODE.md]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -22,10 +27,12 @@ CASES=${CASES:-a b c}
 SCALE=${SCALE:-1}
 MODE=${MODE:-mailbox}
 FSYNC=${FSYNC:-1}
+FLOOR=${FLOOR:-1}
 OUT=${OUT:-bench/results-$MODE.md}
 YB_PORT=25025
 PF_PORT=24025
 SINK_PORT=24026
+FL_PORT=25027
 [ "$(id -u)" = 0 ] || { echo "run.sh: run as root (it installs Postfix and strace)" >&2; exit 2; }
 
 for tool in strace smtp-source; do
@@ -37,15 +44,17 @@ PF_PORT=$PF_PORT PF_SINK_PORT=$SINK_PORT bash bench/postfix.sh start "$MODE"
 SRC=$(command -v smtp-source || echo /usr/sbin/smtp-source)
 
 WORK=$(mktemp -d /tmp/yubin-bench.XXXXXX)
-YB_PID=
+YB_PID= FL_PID=
 cleanup() {
   [ -n "$YB_PID" ] && kill "$YB_PID" 2>/dev/null && wait "$YB_PID" 2>/dev/null
+  [ -n "$FL_PID" ] && kill "$FL_PID" 2>/dev/null && wait "$FL_PID" 2>/dev/null
   bash bench/postfix.sh stop >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 go build -o "$WORK/yubin" ./cmd/yubin
+go build -o "$WORK/floor" ./bench/floor
 cat >"$WORK/yubin.toml" <<CFG
 hostname = "yubin-bench.localhost"
 data_dir = "data"
@@ -85,6 +94,11 @@ fi
 "$YB" serve --config "$WORK/yubin.toml" 2>"$WORK/yubin.log" &
 YB_PID=$!
 for _ in $(seq 100); do ss -Hltn "sport = :$YB_PORT" | grep -q . && break; sleep 0.1; done
+if [ "$FLOOR" = 1 ]; then
+  "$WORK/floor" -listen "127.0.0.1:$FL_PORT" -file "$WORK/floor.wal" 2>"$WORK/floor.log" &
+  FL_PID=$!
+  for _ in $(seq 100); do ss -Hltn "sport = :$FL_PORT" | grep -q . && break; sleep 0.1; done
+fi
 
 TCK=$(getconf CLK_TCK)
 tree() { # pids of a process and its descendants
@@ -96,10 +110,17 @@ ticks() { # utime+stime+cutime+cstime of a tree
   (cd /proc && cat $(tree "$1" | sed 's|$|/stat|') 2>/dev/null) | awk '{ sub(/^.*\) /, ""); t += $12 + $13 + $14 + $15 } END { print t + 0 }'
 }
 pss_kb() { (cd /proc && cat $(tree "$1" | sed 's|$|/smaps_rollup|') 2>/dev/null) | awk '/^Pss:/ { t += $2 } END { print t + 0 }'; }
-root_pid() { if [ "$1" = yubin ]; then echo "$YB_PID"; else cat "/var/spool/postfix-yubin-bench/pid/master.pid" | tr -dc 0-9; fi; }
-port_of() { if [ "$1" = yubin ]; then echo $YB_PORT; else echo $PF_PORT; fi; }
+root_pid() {
+  case $1 in
+    yubin) echo "$YB_PID" ;;
+    floor) echo "$FL_PID" ;;
+    *) cat "/var/spool/postfix-yubin-bench/pid/master.pid" | tr -dc 0-9 ;;
+  esac
+}
+port_of() { case $1 in yubin) echo $YB_PORT ;; floor) echo $FL_PORT ;; *) echo $PF_PORT ;; esac; }
 delivered() {
-  if [ "$1" = yubin ] && [ "$MODE" != relay ]; then "$YB" mail count user@bench.test 2>/dev/null || echo 0
+  if [ "$1" = floor ]; then echo 0  # keeps nothing: its end to end is its accepted
+  elif [ "$1" = yubin ] && [ "$MODE" != relay ]; then "$YB" mail count user@bench.test 2>/dev/null || echo 0
   else bash bench/postfix.sh delivered; fi  # Postfix's Maildir, or the smtp-sink both relay to
 }
 now() { date +%s.%N; }
@@ -132,6 +153,7 @@ one() { # server case round
   local end=$((SECONDS + 300))
   while :; do
     d=$(delivered "$srv")
+    [ "$srv" = floor ] && d=$((d0 + acc))
     [ $((d - d0)) -ge "$acc" ] && break
     [ $SECONDS -ge $end ] && break
     sleep 0.05
@@ -151,6 +173,7 @@ for r in $(seq "$ROUNDS"); do
   for c in $CASES; do
     one yubin "$c" "$r"
     one postfix "$c" "$r"
+    if [ "$c" = c ] && [ "$FLOOR" = 1 ]; then one floor "$c" "$r"; fi
   done
 done
 
@@ -190,4 +213,11 @@ col() { awk -F'\t' -v s="$1" -v c="$2" -v k="$3" '$1 == s && $2 == c { print $k 
   done
   echo
   echo "fsync-family calls per message (case a, 20 sessions, 1,000 messages, strace -f -c): yubin $FS_Y, Postfix $FS_P"
+  if [ "$FLOOR" = 1 ] && grep -q "^floor" "$RESULTS"; then
+    fl=$(col floor c 6); ye=$(col yubin c 7); pe=$(col postfix c 7)
+    echo
+    awk -v f="$fl" -v y="$ye" -v p="$pe" 'BEGIN {
+      printf "Case c floor (bench/floor: the dialogue and one fdatasync of the same WAL bytes, nothing else): %.1f msgs/s, %.1fx Postfix; yubin reaches %.0f%% of it.\n", f, (p > 0 ? f / p : 0), (f > 0 ? 100 * y / f : 0)
+    }'
+  fi
 } | tee "$OUT"
