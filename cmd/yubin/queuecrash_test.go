@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"yubin/internal/smtp"
 	"yubin/internal/testenv"
 	"yubin/internal/testenv/fakedns"
 )
@@ -104,11 +105,14 @@ func (s *tokenSink) session(c net.Conn) {
 		if !ok {
 			return
 		}
-		verb := strings.ToUpper(strings.TrimSpace(line))
-		if i := strings.IndexAny(verb, " :"); i >= 0 {
-			verb = verb[:i]
+		cmd, err := smtp.ParseCommand([]byte(strings.TrimRight(line, "\r\n")))
+		if err != nil {
+			if !reply(err.Error()) {
+				return
+			}
+			continue
 		}
-		switch verb {
+		switch cmd.Verb {
 		case "EHLO":
 			ok = reply("250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES")
 		case "HELO":
