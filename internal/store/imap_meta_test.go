@@ -1,7 +1,6 @@
 package store
 
 import (
-	"context"
 	"io"
 	"math/rand/v2"
 	"slices"
@@ -14,9 +13,7 @@ import (
 // primary-key range read starting at the mailbox's unseen_low mark.
 func TestSnapshotUIDsAndFirstUnseen(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	s := newTestStore(t, Options{})
-	a := mustAccount(t, s, "ana@example.org")
+	ctx, s, a := anaWithMessages(t, 0)
 	snap, err := s.SnapshotMailbox(ctx, a.ID, "INBOX")
 	if err != nil || len(snap.UIDs) != 0 || snap.FirstUnseen != 0 || snap.Messages != 0 {
 		t.Fatalf("empty: %+v %v", snap, err)
@@ -64,9 +61,7 @@ func TestSnapshotUIDsAndFirstUnseen(t *testing.T) {
 // read steps over no seen entry.
 func TestUnseenLowMark(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	s := newTestStore(t, Options{})
-	a := mustAccount(t, s, "ana@example.org")
+	ctx, s, a := anaWithMessages(t, 0)
 	inbox, _ := s.GetMailbox(ctx, a.ID, "INBOX")
 	other, err := s.CreateMailbox(ctx, a.ID, "Other", "")
 	if err != nil {

@@ -43,9 +43,7 @@ func TestCanonicalFlags(t *testing.T) {
 
 func TestMailboxLifecycle(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	s := newTestStore(t, Options{})
-	a := mustAccount(t, s, "ana@example.org")
+	ctx, s, a := anaWithMessages(t, 0)
 	inbox, err := s.GetMailbox(ctx, a.ID, "INBOX")
 	if err != nil {
 		t.Fatal(err)
