@@ -89,6 +89,8 @@ func BenchmarkSearchCandidates(b *testing.B) {
 	}
 }
 
+// BenchmarkPutMessageMeta writes parses into the cache: a first FETCH's batch (2048) and the
+// IMAP indexer's batch of new mail (32, imapserver's indexWrite).
 func BenchmarkPutMessageMeta(b *testing.B) {
 	s, _, inbox := benchStore(b)
 	ctx := context.Background()
@@ -100,19 +102,23 @@ func BenchmarkPutMessageMeta(b *testing.B) {
 		ids = append(ids, id)
 	}
 	rows.Close()
-	metas := map[string]MessageMeta{}
-	for _, id := range ids {
-		metas[id] = MessageMeta{Header: make([]byte, 400), Structure: make([]byte, 150), Envelope: make([]byte, 200), Search: make([]byte, 200)}
-	}
-	for b.Loop() {
-		b.StopTimer()
-		if _, err := s.w.Exec(`DELETE FROM message_meta; DELETE FROM mailbox_search`); err != nil {
-			b.Fatal(err)
+	for _, n := range []int{2048, 32} {
+		metas := map[string]MessageMeta{}
+		for _, id := range ids[:n] {
+			metas[id] = MessageMeta{Header: make([]byte, 400), Structure: make([]byte, 150), Envelope: make([]byte, 200), Search: make([]byte, 200)}
 		}
-		b.StartTimer()
-		if err := s.PutMessageMeta(ctx, metas); err != nil {
-			b.Fatal(err)
-		}
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			for b.Loop() {
+				b.StopTimer()
+				if _, err := s.w.Exec(`DELETE FROM message_meta; DELETE FROM mailbox_search`); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				if err := s.PutMessageMeta(ctx, metas); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 

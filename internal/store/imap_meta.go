@@ -235,7 +235,7 @@ func (s *Store) PutMessageMeta(ctx context.Context, metas map[string]MessageMeta
 	// A cache need not survive a power failure: the write skips the fsync when it commits
 	// alone, and otherwise shares the committer's. It is idempotent, as groupTx requires.
 	err := s.groupTxLazy(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		return putMetaTx(ctx, tx, metas)
+		return s.putMetaTx(ctx, tx, metas)
 	})
 	if err != nil {
 		return fmt.Errorf("cache message meta: %w", err)
@@ -246,17 +246,27 @@ func (s *Store) PutMessageMeta(ctx context.Context, metas map[string]MessageMeta
 	return nil
 }
 
-// putMetaTx writes cache entries in tx (PutMessageMeta). It is also what a commit would
-// call to cache a message parsed at delivery, after the message's mailbox rows.
-func putMetaTx(ctx context.Context, tx *sql.Tx, metas map[string]MessageMeta) error {
-	st, err := tx.PrepareContext(ctx, `INSERT INTO message_meta (message_id, size, envelope, structure, search, header)
+// The statements of putMetaTx: the parse of a message, and the copy of its search text to
+// every mailbox entry of the messages given as a JSON list of ids.
+const (
+	insertMetaSQL = `INSERT INTO message_meta (message_id, size, envelope, structure, search, header)
 		SELECT id, size, ?, ?, ?, ? FROM messages WHERE id = ?
 		ON CONFLICT (message_id) DO UPDATE SET structure = excluded.structure
-		WHERE length(message_meta.structure) = 0 AND length(excluded.structure) > 0`)
+		WHERE length(message_meta.structure) = 0 AND length(excluded.structure) > 0`
+	insertSearchSQL = `INSERT OR IGNORE INTO mailbox_search (mailbox_id, uid, search)
+		SELECT mm.mailbox_id, mm.uid, mt.search FROM json_each(?) j
+		JOIN mailbox_messages mm ON mm.message_id = j.value JOIN message_meta mt ON mt.message_id = j.value`
+)
+
+// putMetaTx writes cache entries in tx (PutMessageMeta). It is also what a commit would
+// call to cache a message parsed at delivery, after the message's mailbox rows. Both
+// statements come from the writer's cache (wstmt): the indexer writes a batch every few
+// dozen new messages, and preparing them anew each time was most of a small batch's cost.
+func (s *Store) putMetaTx(ctx context.Context, tx *sql.Tx, metas map[string]MessageMeta) error {
+	st, err := s.wstmt(ctx, tx, insertMetaSQL)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
 	ids := make([]string, 0, len(metas))
 	for id, m := range metas {
 		if _, err := st.ExecContext(ctx, nonNil(m.Envelope), nonNil(m.Structure), nonNil(m.Search), nonNil(m.Header), id); err != nil {
@@ -269,9 +279,11 @@ func putMetaTx(ctx context.Context, tx *sql.Tx, metas map[string]MessageMeta) er
 	if err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, `INSERT OR IGNORE INTO mailbox_search (mailbox_id, uid, search)
-		SELECT mm.mailbox_id, mm.uid, mt.search FROM json_each(?) j
-		JOIN mailbox_messages mm ON mm.message_id = j.value JOIN message_meta mt ON mt.message_id = j.value`, string(list))
+	search, err := s.wstmt(ctx, tx, insertSearchSQL)
+	if err != nil {
+		return err
+	}
+	_, err = search.ExecContext(ctx, string(list))
 	return err
 }
 

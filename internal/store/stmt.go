@@ -15,11 +15,11 @@ import (
 // correct and only slower.
 
 // writerSQL lists the statements run inside writer transactions on the hot paths (the
-// message commit, queue claims and results).
+// message commit, queue claims and results, the IMAP indexer's writes).
 var writerSQL = []string{
 	insertMessageSQL, bumpInboxSQL, insertMbxMsgSQL, insertQueueSQL,
 	claimQueueSQL, deleteQueueSQL, updateQueueAttemptSQL, updateQueueSQL, insertAttemptSQL,
-	deleteUnreferencedSQL,
+	deleteUnreferencedSQL, insertMetaSQL, insertSearchSQL,
 }
 
 // stmtCache holds prepared statements by their SQL text.
