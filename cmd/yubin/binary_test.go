@@ -156,17 +156,21 @@ func (in *instance) start() {
 	if err := in.cmd.Start(); err != nil {
 		in.t.Fatal(err)
 	}
+	// The server opens its listeners one after another, the SMTP port before the sendmail
+	// socket: a test may use either as soon as start returns, so it waits for both.
 	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", in.addr, time.Second)
-		if err == nil {
-			c.Close()
-			return
+	for _, l := range []struct{ network, addr string }{{"tcp", in.addr}, {"unix", in.socket}} {
+		for {
+			c, err := net.DialTimeout(l.network, l.addr, time.Second)
+			if err == nil {
+				c.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				in.t.Fatalf("yubin did not start listening on %s: %v\n%s", l.addr, err, in.logText())
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			in.t.Fatalf("yubin did not start listening on %s: %v\n%s", in.addr, err, in.logText())
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
