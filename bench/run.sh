@@ -46,8 +46,10 @@ SRC=$(command -v smtp-source || echo /usr/sbin/smtp-source)
 WORK=$(mktemp -d /tmp/yubin-bench.XXXXXX)
 YB_PID= FL_PID=
 cleanup() {
-  [ -n "$YB_PID" ] && kill "$YB_PID" 2>/dev/null && wait "$YB_PID" 2>/dev/null
-  [ -n "$FL_PID" ] && kill "$FL_PID" 2>/dev/null && wait "$FL_PID" 2>/dev/null
+  # "|| true": under set -e a failing last command of an && list would end the trap here
+  # (wait reports the floor's death by SIGTERM as 143), leaving Postfix running.
+  [ -n "$YB_PID" ] && kill "$YB_PID" 2>/dev/null && wait "$YB_PID" 2>/dev/null || true
+  [ -n "$FL_PID" ] && kill "$FL_PID" 2>/dev/null && wait "$FL_PID" 2>/dev/null || true
   bash bench/postfix.sh stop >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
