@@ -58,17 +58,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// freePort returns a loopback address that was free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // instance is a data directory with a config file, served by the binary on demand.
 type instance struct {
 	t      *testing.T
@@ -84,7 +73,7 @@ type instance struct {
 }
 
 func newInstance(t *testing.T) *instance {
-	in := &instance{t: t, bin: yubinBinary(t), dir: t.TempDir(), addr: freePort(t), subAddr: freePort(t), subsAddr: freePort(t)}
+	in := &instance{t: t, bin: yubinBinary(t), dir: t.TempDir(), addr: testenv.FreeAddr(t), subAddr: testenv.FreeAddr(t), subsAddr: testenv.FreeAddr(t)}
 	sockDir, err := os.MkdirTemp("", "yb")
 	if err != nil {
 		t.Fatal(err)

@@ -274,7 +274,7 @@ func TestKill9WithFullQueue(t *testing.T) {
 	dns.AddA("mx.remote.test", "127.0.0.1")
 	// The destination's address: free now, and nothing listens there until the sink starts,
 	// so every attempt before that is refused (a temporary failure).
-	sinkAddr := freePort(t)
+	sinkAddr := testenv.FreeAddr(t)
 	_, sinkPort, _ := net.SplitHostPort(sinkAddr)
 
 	in := newInstance(t)

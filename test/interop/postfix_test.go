@@ -59,17 +59,6 @@ type postfixInstance struct {
 	mail string // virtual_mailbox_base
 }
 
-// loopbackPort returns a port of 127.0.0.1 that was free a moment ago.
-func loopbackPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // startPostfix configures and starts an instance whose smtpd listens on 127.0.0.1:port. It
 // delivers postfix.test (bob@postfix.test only) into a Maildir and relays example.test to
 // relayTo ("127.0.0.1:port", yubin's MX listener). Both sides offer and use STARTTLS when the
@@ -325,7 +314,7 @@ func TestPostfix(t *testing.T) {
 	t.Parallel()
 	needRoot(t)
 	testenv.NeedTool(t, "postfix")
-	pfPort := loopbackPort(t)
+	pfPort := testenv.FreePort(t)
 	y := testenv.Start(t, func(c *config.Config) {
 		c.Relay.Port = pfPort
 		c.Relay.RetryFirst = config.Duration(time.Second)
