@@ -35,6 +35,27 @@ type deadlineConn struct {
 	mu      sync.Mutex
 	timeout time.Duration
 	killed  bool
+	// The deadlines last set. Setting one costs a runtime timer update (and may wake the
+	// network poller) and a session makes about seven reads and writes per message, so a
+	// deadline is set a little past now+timeout and moved only when it falls short of that.
+	rdl, wdl time.Time
+}
+
+// maxDeadlineSlack bounds how much later than timeout after the last read or write a
+// session may time out (timeout/32 when that is less): never earlier, as RFC 5321 4.5.3.2.7
+// asks at least 5 minutes.
+const maxDeadlineSlack = 500 * time.Millisecond
+
+// refresh sets *dl to between now+timeout and now+timeout+slack; c.mu is held.
+func (c *deadlineConn) refresh(dl *time.Time, set func(time.Time) error) {
+	slack := min(c.timeout/32, maxDeadlineSlack)
+	want := time.Now().Add(c.timeout)
+	if !dl.Before(want) && !dl.After(want.Add(2*slack)) {
+		return
+	}
+	if set(want.Add(slack)) == nil {
+		*dl = want.Add(slack)
+	}
 }
 
 func (c *deadlineConn) Read(p []byte) (int, error) {
@@ -43,14 +64,14 @@ func (c *deadlineConn) Read(p []byte) (int, error) {
 		c.mu.Unlock()
 		return 0, errStopped
 	}
-	c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
+	c.refresh(&c.rdl, c.Conn.SetReadDeadline)
 	c.mu.Unlock()
 	return c.Conn.Read(p)
 }
 
 func (c *deadlineConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
-	c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	c.refresh(&c.wdl, c.Conn.SetWriteDeadline)
 	c.mu.Unlock()
 	return c.Conn.Write(p)
 }

@@ -160,6 +160,25 @@ func TestTimeoutClock(t *testing.T) {
 		})
 	})
 
+	t.Run("command timeout counts from the last command", func(t *testing.T) {
+		t.Parallel()
+		// Deadlines are moved lazily (deadlineConn.refresh): commands in quick succession
+		// must still leave the whole timeout after the last one, and not much more.
+		run(t, smtpserver.Limits{}, func(t *testing.T, pc *pipeClient) {
+			for range 20 {
+				time.Sleep(time.Second)
+				pc.write(t, "NOOP\r\n")
+				pc.expect(t, 250, "2.0.0")
+			}
+			time.Sleep(5*time.Minute - 100*time.Millisecond)
+			if r, closed := pc.next(); r != nil || closed {
+				t.Fatalf("session ended before 5m after the last command: %v", r)
+			}
+			time.Sleep(time.Second)
+			pc.expect(t, 421, "4.4.2")
+		})
+	})
+
 	t.Run("data timeout", func(t *testing.T) {
 		t.Parallel()
 		lim := smtpserver.Limits{CommandTimeout: 10 * time.Minute, DataTimeout: 3 * time.Minute}
