@@ -179,25 +179,37 @@ func searchText(fields headerFields) []byte {
 }
 
 // parseDate is go-message's Header.Date (net/mail.ParseDate of the field) with a fast path
-// for the form nearly every message uses, "Mon, 2 Jan 2006 15:04:05 -0700": ParseDate tries
-// two dozen layouts, each failure allocating an error, before that one. The fast path takes
-// only a value ParseDate would cut and clean exactly like this (no CR, LF or comment; a
-// numeric zone at the end) and that starts with a letter, for which every layout ParseDate
-// tries before this one fails (they start with the day's digits); so whenever it succeeds,
+// for the forms nearly every message uses, "Mon, 2 Jan 2006 15:04:05 -0700", also with a
+// comment after the zone as Postfix writes it ("Sun,  6 Dec 2026 02:53:54 +0000 (UTC)"):
+// ParseDate tries two dozen layouts, each failure allocating an error, before that one. The
+// fast path takes only a value ParseDate would cut and clean exactly like this (no CR or LF;
+// a numeric zone followed by nothing but white space and at most one plain comment, which
+// ParseDate skips) and that starts with a letter, for which every layout ParseDate tries
+// before this one fails (they start with the day's digits); so whenever it succeeds,
 // ParseDate returns the same time.
 func parseDate(v string) (time.Time, error) {
 	if v == "" {
 		return time.Time{}, nil
 	}
 	s := strings.TrimLeft(v, " \t")
-	if len(s) > 0 && (s[0] >= 'A' && s[0] <= 'Z' || s[0] >= 'a' && s[0] <= 'z') && !strings.ContainsAny(s, "\r\n(") {
-		if i := strings.IndexAny(s, "+-"); i != -1 && len(s) >= i+5 && strings.TrimRight(s[i+5:], " \t") == "" {
+	if len(s) > 0 && (s[0] >= 'A' && s[0] <= 'Z' || s[0] >= 'a' && s[0] <= 'z') && !strings.ContainsAny(s, "\r\n") {
+		if i := strings.IndexAny(s, "+-"); i != -1 && len(s) >= i+5 && plainCFWS(s[i+5:]) {
 			if t, err := time.Parse(fastDateLayout, s[:i+5]); err == nil {
 				return t, nil
 			}
 		}
 	}
 	return mail.ParseDate(v)
+}
+
+// plainCFWS reports whether s is white space around at most one comment without nested
+// parentheses or backslashes, which net/mail skips after the zone.
+func plainCFWS(s string) bool {
+	s = strings.Trim(s, " \t")
+	if s == "" {
+		return true
+	}
+	return len(s) >= 2 && s[0] == '(' && s[len(s)-1] == ')' && !strings.ContainsAny(s[1:len(s)-1], "()\\")
 }
 
 const fastDateLayout = "Mon, 2 Jan 2006 15:04:05 -0700"
