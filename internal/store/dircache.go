@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -24,7 +23,7 @@ const maxCached = 50000
 
 type dirCache struct {
 	mu       sync.Mutex
-	stamp    string
+	stamp    dirStamp
 	domains  map[string]cached[Domain]
 	accounts map[string]cached[Account]
 	aliases  map[string]cached[[]string]
@@ -35,32 +34,39 @@ type cached[T any] struct {
 	notFound bool
 }
 
-func (c *dirCache) resetLocked(stamp string) {
+// dirStamp is what a lookup compares of directory.stamp: the zero value when the file does
+// not exist yet.
+type dirStamp struct {
+	exists    bool
+	mod, size int64
+}
+
+func (c *dirCache) resetLocked(stamp dirStamp) {
 	c.stamp = stamp
 	c.domains = map[string]cached[Domain]{}
 	c.accounts = map[string]cached[Account]{}
 	c.aliases = map[string]cached[[]string]{}
 }
 
-// currentStamp describes directory.stamp; "" when it does not exist yet.
-func (s *Store) currentStamp() string {
-	fi, err := os.Stat(filepath.Join(s.dir, stampName))
+// currentStamp describes directory.stamp.
+func (s *Store) currentStamp() dirStamp {
+	fi, err := os.Stat(s.stampPath)
 	if err != nil {
-		return ""
+		return dirStamp{}
 	}
-	return strconv.FormatInt(fi.ModTime().UnixNano(), 10) + "/" + strconv.FormatInt(fi.Size(), 10)
+	return dirStamp{exists: true, mod: fi.ModTime().UnixNano(), size: fi.Size()}
 }
 
 // directoryChanged records a directory change: this process's cache starts over, and the
 // stamp tells other processes.
 func (s *Store) directoryChanged() {
 	s.dc.mu.Lock()
-	s.dc.resetLocked("")
+	s.dc.resetLocked(dirStamp{})
 	s.dc.mu.Unlock()
 	// The content changes too (a counter of nanoseconds), so that two changes within the
 	// file system's timestamp resolution still differ in size or time.
 	data := []byte(strconv.FormatInt(time.Now().UnixNano(), 10) + "\n")
-	if err := os.WriteFile(filepath.Join(s.dir, stampName), data, 0o600); err != nil {
+	if err := os.WriteFile(s.stampPath, data, 0o600); err != nil {
 		s.log.Warn("write directory stamp", "err", err)
 	}
 }

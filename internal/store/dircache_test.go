@@ -63,3 +63,19 @@ func TestDirectoryCacheSeesOtherProcesses(t *testing.T) {
 		t.Fatalf("GetAlias after remove: %v", err)
 	}
 }
+
+// BenchmarkGetDomainCached is a lookup answered from the cache: one stat of
+// directory.stamp and a map read, as for every RCPT.
+func BenchmarkGetDomainCached(b *testing.B) {
+	ctx := context.Background()
+	s := newTestStore(b, Options{})
+	if err := s.AddDomain(ctx, "example.org"); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.GetDomain(ctx, "example.org"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

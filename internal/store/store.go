@@ -114,6 +114,7 @@ var useFdatasync sync.Once
 // Store is an open data directory. It is safe for concurrent use.
 type Store struct {
 	dir           string
+	stampPath     string // directory.stamp (dircache.go)
 	log           *slog.Logger
 	now           func() time.Time
 	maxBatch      int
@@ -173,6 +174,7 @@ func Open(ctx context.Context, dir string, opt Options) (*Store, error) {
 	}
 	s := &Store{
 		dir:           dir,
+		stampPath:     filepath.Join(dir, stampName),
 		log:           opt.Logger,
 		now:           opt.Now,
 		maxBatch:      opt.MaxBatch,
