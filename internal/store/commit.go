@@ -495,6 +495,7 @@ func (s *Store) finishBatch(ctx context.Context, tx *sql.Tx, batch []*pending, w
 		return fmt.Errorf("commit: %w", classify(err))
 	}
 	s.txCount.Add(1)
+	s.wrote.Store(true)
 	return nil
 }
 

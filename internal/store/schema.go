@@ -84,8 +84,20 @@ CREATE INDEX mailbox_messages_modseq ON mailbox_messages (mailbox_id, modseq);
 
 // migrate brings the schema to schemaVersion. It runs in one BEGIN IMMEDIATE
 // transaction and reads the version inside it, so two processes opening a new
-// directory at once do not both create the tables.
+// directory at once do not both create the tables. A database already at schemaVersion
+// is only read: opening it (a CLI command beside a busy server) does not wait for the
+// writer's lock.
 func migrate(ctx context.Context, db *sql.DB) error {
+	var cur int
+	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&cur); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if cur > schemaVersion {
+		return fmt.Errorf("schema version %d is newer than this yubin (%d)", cur, schemaVersion)
+	}
+	if cur == schemaVersion {
+		return nil // versions only grow
+	}
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin migration: %w", err)

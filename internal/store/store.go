@@ -148,6 +148,7 @@ type Store struct {
 	mc   msgCache // queued messages' bytes, see msgcache.go
 
 	// Counters and hooks for in-package tests.
+	wrote          atomic.Bool  // a write transaction committed (see checkpointLoop)
 	txCount        atomic.Int64 // Deliver transactions committed
 	ckRuns         atomic.Int64 // background checkpoints run
 	testHookDrain  func()       // committer: after taking the first commit, before draining
@@ -281,8 +282,13 @@ func (s *Store) checkpointLoop(path string) {
 	for {
 		select {
 		case <-s.ckStop:
-			// A last full checkpoint leaves a short WAL behind for the next start.
-			db.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+			// A last full checkpoint leaves a short WAL behind for the next start; not
+			// after a process that only read (a CLI command such as "mail count" beside
+			// the server), whose checkpoint would copy the server's WAL and hold off its
+			// commits while it truncates.
+			if s.wrote.Load() {
+				db.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+			}
 			return
 		case <-tick.C:
 		}
@@ -464,7 +470,11 @@ func (s *Store) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		tx.Rollback()
 		return classify(err)
 	}
-	return classify(tx.Commit())
+	if err := tx.Commit(); err != nil {
+		return classify(err)
+	}
+	s.wrote.Store(true)
+	return nil
 }
 
 func unix(t time.Time) int64 { return t.Unix() }

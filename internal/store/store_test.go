@@ -346,3 +346,66 @@ func TestIDsSortAndDiffer(t *testing.T) {
 		t.Errorf("id %s of a later millisecond does not sort after %s", b, a)
 	}
 }
+
+// TestReaderProcessLeavesServerAlone: a second Store on the same directory that only reads
+// (a CLI command such as "yubin mail count" beside the server) opens while the writer's lock
+// is held and, closing, leaves the server's WAL as it was instead of checkpointing it.
+func TestReaderProcessLeavesServerAlone(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	server, err := Open(ctx, dir, Options{CheckpointEvery: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	a := mustAccount(t, server, "ana@example.org")
+	w, err := server.NewBufferedBlob()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("Subject: x\r\n\r\nbody\r\n"))
+	if err := server.Deliver(ctx, &Commit{Blob: w, From: "x@remote.example", Recipients: []Recipient{local(a.ID)}}); err != nil {
+		t.Fatal(err)
+	}
+	wal := filepath.Join(dir, dbName+"-wal")
+	before, err := os.Stat(wal)
+	if err != nil || before.Size() == 0 {
+		t.Fatalf("the server's WAL should hold its commits: %v %v", before, err)
+	}
+
+	// Another connection holds the writer's lock, as a busy server's committer does.
+	lock, err := sql.Open("sqlite", filepath.Join(dir, dbName)+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	lockConn, err := lock.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lockConn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
+		t.Fatal(err)
+	}
+	openCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	cli, err := Open(openCtx, dir, Options{})
+	if err != nil {
+		t.Fatalf("open beside a held writer lock: %v", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("open waited %v for the writer's lock", d)
+	}
+	if msgs, err := cli.ListMessages(ctx, a.ID, "INBOX"); err != nil || len(msgs) != 1 {
+		t.Fatalf("messages seen by the second store: %d, %v", len(msgs), err)
+	}
+	lockConn.ExecContext(ctx, `ROLLBACK`)
+	lockConn.Close()
+	if err := cli.Close(); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.Stat(wal)
+	if err != nil || after.Size() != before.Size() {
+		t.Fatalf("WAL after the reader closed: %v (before %d), %v", after, before.Size(), err)
+	}
+}
