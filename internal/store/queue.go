@@ -182,8 +182,11 @@ type QueueAttempt struct {
 type QueueUpdate struct {
 	ID int64
 	// Delete removes the entry and its timeline (delivered, or its bounce is committed, or no
-	// bounce is owed); the other fields are then ignored.
+	// bounce is owed); the other fields but MessageID are then ignored.
 	Delete bool
+	// MessageID, when given with Delete, is the entry's message (QueueEntry.MessageID): the
+	// delete need not read it back.
+	MessageID string
 	// Claim is the state the entry must still be in (active or bouncing) for the update to
 	// apply: an operator may have removed or bounced it in the meantime.
 	Claim       QueueState
@@ -305,6 +308,7 @@ const (
 		ORDER BY q.next_attempt, q.id LIMIT ?`
 	claimQueueSQL         = `UPDATE queue SET state = ? WHERE id = ? AND state = ?`
 	deleteQueueSQL        = `DELETE FROM queue WHERE id = ? RETURNING message_id`
+	deleteQueueByIDSQL    = `DELETE FROM queue WHERE id = ? AND message_id = ?`
 	updateQueueAttemptSQL = `UPDATE queue SET state = ?, next_attempt = ?, attempts = attempts + 1,
 		last_error = ?, last_mx = ?, last_attempt = ?, warned = warned | ?
 		WHERE id = ? AND state = ?`
@@ -375,17 +379,12 @@ func (s *Store) UpdateQueue(ctx context.Context, ups []QueueUpdate) error {
 		seen := map[string]bool{}
 		for _, u := range ups {
 			if u.Delete {
-				del, err := s.wstmt(ctx, tx, deleteQueueSQL)
-				if err != nil {
-					return err
-				}
-				var msg string
-				err = del.QueryRowContext(ctx, u.ID).Scan(&msg)
-				if errors.Is(err, sql.ErrNoRows) {
-					continue // already removed by an operator
-				}
+				msg, ok, err := s.deleteQueueEntry(ctx, tx, u)
 				if err != nil {
 					return fmt.Errorf("delete queue entry %d: %w", u.ID, err)
+				}
+				if !ok {
+					continue // already removed by an operator
 				}
 				if !seen[msg] {
 					seen[msg] = true
@@ -413,6 +412,33 @@ func (s *Store) UpdateQueue(ctx context.Context, ups []QueueUpdate) error {
 	}
 	s.removeFiles(paths)
 	return nil
+}
+
+// deleteQueueEntry removes u's entry and returns its message; ok is false when the entry is
+// gone already. A DELETE with RETURNING costs SQLite an ephemeral table for the result, so
+// it only runs when the caller did not say which message the entry holds.
+func (s *Store) deleteQueueEntry(ctx context.Context, tx *sql.Tx, u QueueUpdate) (msg string, ok bool, err error) {
+	if u.MessageID == "" {
+		del, err := s.wstmt(ctx, tx, deleteQueueSQL)
+		if err != nil {
+			return "", false, err
+		}
+		err = del.QueryRowContext(ctx, u.ID).Scan(&msg)
+		if errors.Is(err, sql.ErrNoRows) {
+			return "", false, nil
+		}
+		return msg, err == nil, err
+	}
+	del, err := s.wstmt(ctx, tx, deleteQueueByIDSQL)
+	if err != nil {
+		return "", false, err
+	}
+	res, err := del.ExecContext(ctx, u.ID, u.MessageID)
+	if err != nil {
+		return "", false, err
+	}
+	n, err := res.RowsAffected()
+	return u.MessageID, err == nil && n > 0, err
 }
 
 func (s *Store) updateQueueEntry(ctx context.Context, tx *sql.Tx, u QueueUpdate) error {

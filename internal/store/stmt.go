@@ -18,7 +18,7 @@ import (
 // message commit, queue claims and results, the IMAP indexer's writes).
 var writerSQL = []string{
 	insertMessageSQL, bumpInboxSQL, insertMbxMsgSQL, insertQueueSQL,
-	claimQueueSQL, deleteQueueSQL, updateQueueAttemptSQL, updateQueueSQL, insertAttemptSQL,
+	claimQueueSQL, deleteQueueSQL, deleteQueueByIDSQL, updateQueueAttemptSQL, updateQueueSQL, insertAttemptSQL,
 	deleteUnreferencedSQL, insertMetaSQL, insertSearchSQL,
 }
 
