@@ -393,14 +393,7 @@ func TestJoinableWrites(t *testing.T) {
 			t.Fatalf("joinable write committed alone at once (%v)", err)
 		default:
 		}
-		w, err := s.NewBufferedBlob()
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.Write([]byte("Subject: x\r\n\r\nx\r\n"))
-		if err := s.Deliver(ctx, &Commit{Blob: w, From: "x@remote.example", Recipients: []Recipient{local(a.ID)}}); err != nil {
-			t.Fatal(err)
-		}
+		deliverInline(t, s, a.ID, "Subject: x\r\n\r\nx\r\n")
 		if err := <-joined; err != nil {
 			t.Fatal(err)
 		}

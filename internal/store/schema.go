@@ -88,30 +88,17 @@ CREATE INDEX mailbox_messages_modseq ON mailbox_messages (mailbox_id, modseq);
 // is only read: opening it (a CLI command beside a busy server) does not wait for the
 // writer's lock.
 func migrate(ctx context.Context, db *sql.DB) error {
-	var cur int
-	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&cur); err != nil {
-		return fmt.Errorf("read schema version: %w", err)
-	}
-	if cur > schemaVersion {
-		return fmt.Errorf("schema version %d is newer than this yubin (%d)", cur, schemaVersion)
-	}
-	if cur == schemaVersion {
-		return nil // versions only grow
+	if _, current, err := schemaState(ctx, db); err != nil || current {
+		return err
 	}
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin migration: %w", err)
 	}
 	defer tx.Rollback()
-	var v int
-	if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
-		return fmt.Errorf("read schema version: %w", err)
-	}
-	if v > schemaVersion {
-		return fmt.Errorf("schema version %d is newer than this yubin (%d)", v, schemaVersion)
-	}
-	if v == schemaVersion {
-		return nil
+	v, current, err := schemaState(ctx, tx)
+	if err != nil || current {
+		return err // another process migrated it meanwhile
 	}
 	for ; v < schemaVersion; v++ {
 		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
@@ -123,6 +110,20 @@ func migrate(ctx context.Context, db *sql.DB) error {
 		return fmt.Errorf("set schema version: %w", err)
 	}
 	return tx.Commit()
+}
+
+// schemaState reads the recorded schema version; current reports that it is schemaVersion
+// (versions only grow), and a version newer than this yubin's is an error.
+func schemaState(ctx context.Context, q interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}) (v int, current bool, err error) {
+	if err := q.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
+		return 0, false, fmt.Errorf("read schema version: %w", err)
+	}
+	if v > schemaVersion {
+		return v, false, fmt.Errorf("schema version %d is newer than this yubin (%d)", v, schemaVersion)
+	}
+	return v, v == schemaVersion, nil
 }
 
 // SchemaVersion returns the schema version recorded in the database.

@@ -47,6 +47,20 @@ func mustAccount(t testing.TB, s *Store, address string) Account {
 	return a
 }
 
+// deliverInline commits a small message into acct's INBOX as the SMTP server does (a
+// buffered blob, stored inside the database).
+func deliverInline(t testing.TB, s *Store, acct int64, body string) {
+	t.Helper()
+	w, err := s.NewBufferedBlob()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte(body))
+	if err := s.Deliver(context.Background(), &Commit{Blob: w, From: "x@remote.example", Recipients: []Recipient{local(acct)}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // newBlob returns a blob holding body.
 func newBlob(t testing.TB, s *Store, body []byte) *BlobWriter {
 	t.Helper()
@@ -359,14 +373,7 @@ func TestReaderProcessLeavesServerAlone(t *testing.T) {
 	}
 	defer server.Close()
 	a := mustAccount(t, server, "ana@example.org")
-	w, err := server.NewBufferedBlob()
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.Write([]byte("Subject: x\r\n\r\nbody\r\n"))
-	if err := server.Deliver(ctx, &Commit{Blob: w, From: "x@remote.example", Recipients: []Recipient{local(a.ID)}}); err != nil {
-		t.Fatal(err)
-	}
+	deliverInline(t, server, a.ID, "Subject: x\r\n\r\nbody\r\n")
 	wal := filepath.Join(dir, dbName+"-wal")
 	before, err := os.Stat(wal)
 	if err != nil || before.Size() == 0 {
