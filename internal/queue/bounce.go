@@ -31,7 +31,7 @@ func (r *runner) bounce(ctx context.Context, entries []store.QueueEntry) {
 		ups := make([]store.QueueUpdate, 0, len(es))
 		if len(owed) == 0 {
 			for _, e := range es {
-				ups = append(ups, store.QueueUpdate{ID: e.ID, Delete: true, MessageID: e.MessageID})
+				ups = append(ups, store.QueueUpdate{ID: e.ID, Delete: true, MessageID: e.MessageID, BlobPath: e.BlobPath})
 			}
 			log.Info("failed, no bounce owed", "from", first.From, "rcpts", rcpts(es))
 		} else if id, err := r.commitReport(ctx, owed, dsn.Failed); err != nil {
@@ -41,7 +41,7 @@ func (r *runner) bounce(ctx context.Context, entries []store.QueueEntry) {
 			for _, e := range es {
 				if permanent || now.After(r.expiry(e).Add(bounceGiveUp)) {
 					log.Error("bounce could not be committed; giving up", "rcpt", e.Rcpt, "to", first.From, "err", err)
-					ups = append(ups, store.QueueUpdate{ID: e.ID, Delete: true, MessageID: e.MessageID})
+					ups = append(ups, store.QueueUpdate{ID: e.ID, Delete: true, MessageID: e.MessageID, BlobPath: e.BlobPath})
 					continue
 				}
 				ups = append(ups, store.QueueUpdate{ID: e.ID, Claim: store.QueueBouncing, State: store.QueueFailed,
@@ -50,7 +50,7 @@ func (r *runner) bounce(ctx context.Context, entries []store.QueueEntry) {
 			log.Error("bounce could not be committed; will retry", "to", first.From, "err", err)
 		} else {
 			for _, e := range es {
-				ups = append(ups, store.QueueUpdate{ID: e.ID, Delete: true, MessageID: e.MessageID})
+				ups = append(ups, store.QueueUpdate{ID: e.ID, Delete: true, MessageID: e.MessageID, BlobPath: e.BlobPath})
 			}
 			log.Info("bounced", "to", first.From, "rcpts", rcpts(owed), "bounce_msgid", id)
 		}

@@ -160,7 +160,7 @@ func (r *runner) record(ctx context.Context, log *slog.Logger, entries []store.Q
 		rlog := log.With("rcpt", e.Rcpt, "mx", rr.MX, "reply", reply.Error())
 		switch {
 		case reply.Code/100 == 2:
-			ups = append(ups, store.QueueUpdate{ID: e.ID, Delete: true, MessageID: e.MessageID})
+			ups = append(ups, store.QueueUpdate{ID: e.ID, Delete: true, MessageID: e.MessageID, BlobPath: e.BlobPath})
 			rlog.Info("delivered")
 			continue
 		case interrupted && reply.Code/100 != 5:

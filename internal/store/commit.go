@@ -548,7 +548,7 @@ func (st txStmts) write(ctx context.Context, p *pending, now, expires int64) err
 		p.claimed = append(p.claimed, QueueEntry{ID: id, MessageID: p.id, From: p.from, Rcpt: r.Address,
 			Domain: domain, State: state, NextAttempt: fromUnix(now), Created: fromUnix(now),
 			Expires: fromUnix(expires), Notify: r.Notify, ORCPT: r.ORCPT, Ret: p.ret, EnvID: p.envID,
-			SMTPUTF8: p.smtpUTF8, EightBit: p.eightBit, Size: p.size, ReceivedAt: fromUnix(received)})
+			SMTPUTF8: p.smtpUTF8, EightBit: p.eightBit, Size: p.size, ReceivedAt: fromUnix(received), BlobPath: p.rel})
 	}
 	return nil
 }

@@ -167,6 +167,7 @@ type QueueEntry struct {
 
 	Size       int64     // the stored message's size (blob, Return-Path line included)
 	ReceivedAt time.Time // when the message arrived
+	BlobPath   string    // the message's file relative to the store, "" when the database holds it
 }
 
 // QueueAttempt is one connection attempt in an entry's timeline.
@@ -184,9 +185,11 @@ type QueueUpdate struct {
 	// Delete removes the entry and its timeline (delivered, or its bounce is committed, or no
 	// bounce is owed); the other fields but MessageID are then ignored.
 	Delete bool
-	// MessageID, when given with Delete, is the entry's message (QueueEntry.MessageID): the
-	// delete need not read it back.
+	// MessageID and BlobPath, when MessageID is given with Delete, are the entry's message
+	// and its file (QueueEntry.MessageID and BlobPath, "" for a message the database holds):
+	// the deletes need not read them back.
 	MessageID string
+	BlobPath  string
 	// Claim is the state the entry must still be in (active or bouncing) for the update to
 	// apply: an operator may have removed or bounced it in the meantime.
 	Claim       QueueState
@@ -203,7 +206,7 @@ type QueueUpdate struct {
 
 const queueCols = `q.id, q.message_id, m.env_from, q.rcpt, q.domain, q.state, q.attempts, q.next_attempt,
 	q.last_attempt, q.last_error, q.last_mx, q.created, q.expires, q.warned, q.notify, q.orcpt, q.ret,
-	q.envid, q.smtputf8, q.body_8bit, m.size, m.received_at`
+	q.envid, q.smtputf8, q.body_8bit, m.size, m.received_at, m.blob_path`
 
 type rowScanner interface{ Scan(dest ...any) error }
 
@@ -214,7 +217,7 @@ func scanQueueEntry(r rowScanner) (QueueEntry, error) {
 	var warned, utf8, eight int64
 	err := r.Scan(&e.ID, &e.MessageID, &e.From, &e.Rcpt, &e.Domain, &state, &e.Attempts, &next,
 		&last, &e.LastError, &e.LastMX, &created, &expires, &warned, &e.Notify, &e.ORCPT, &e.Ret,
-		&e.EnvID, &utf8, &eight, &e.Size, &received)
+		&e.EnvID, &utf8, &eight, &e.Size, &received, &e.BlobPath)
 	if err != nil {
 		return e, err
 	}
@@ -319,6 +322,11 @@ const (
 		AND NOT EXISTS (SELECT 1 FROM mailbox_messages WHERE message_id = ?)
 		AND NOT EXISTS (SELECT 1 FROM queue WHERE message_id = ?)
 		RETURNING blob_path`
+	// deleteUnreferencedKnownSQL is deleteUnreferencedSQL for a message whose blob path the
+	// caller knows: without RETURNING, which costs SQLite an ephemeral table per call.
+	deleteUnreferencedKnownSQL = `DELETE FROM messages WHERE id = ?
+		AND NOT EXISTS (SELECT 1 FROM mailbox_messages WHERE message_id = ?)
+		AND NOT EXISTS (SELECT 1 FROM queue WHERE message_id = ?)`
 	// The earliest of two index probes, one per state, in one statement: the scheduler asks
 	// after every wake-up.
 	nextAttemptSQL = `SELECT min(t) FROM (
@@ -375,7 +383,7 @@ func (s *Store) UpdateQueue(ctx context.Context, ups []QueueUpdate) error {
 	// (the message, a bounce) is committed with an fsync before the result is written.
 	err := s.groupTxJoin(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		paths = paths[:0]
-		var msgs []string
+		var msgs []deletedMsg
 		seen := map[string]bool{}
 		for _, u := range ups {
 			if u.Delete {
@@ -388,7 +396,7 @@ func (s *Store) UpdateQueue(ctx context.Context, ups []QueueUpdate) error {
 				}
 				if !seen[msg] {
 					seen[msg] = true
-					msgs = append(msgs, msg)
+					msgs = append(msgs, deletedMsg{id: msg, path: u.BlobPath, known: u.MessageID != ""})
 				}
 				continue
 			}
@@ -397,7 +405,13 @@ func (s *Store) UpdateQueue(ctx context.Context, ups []QueueUpdate) error {
 			}
 		}
 		for _, m := range msgs {
-			p, err := s.deleteIfUnreferenced(ctx, tx, m)
+			var p string
+			var err error
+			if m.known {
+				p, err = s.deleteKnownIfUnreferenced(ctx, tx, m.id, m.path)
+			} else {
+				p, err = s.deleteIfUnreferenced(ctx, tx, m.id)
+			}
 			if err != nil {
 				return err
 			}
@@ -504,6 +518,34 @@ func (s *Store) deleteIfUnreferenced(ctx context.Context, tx *sql.Tx, id string)
 		return inlineMark, nil
 	}
 	return p, nil
+}
+
+// deletedMsg is the message of a deleted queue entry, with its blob path when the caller
+// gave it (known).
+type deletedMsg struct {
+	id, path string
+	known    bool
+}
+
+// deleteKnownIfUnreferenced is deleteIfUnreferenced for a message whose blob path the caller
+// knows ("" when the database holds the message).
+func (s *Store) deleteKnownIfUnreferenced(ctx context.Context, tx *sql.Tx, id, path string) (string, error) {
+	s.mc.drop(id)
+	st, err := s.wstmt(ctx, tx, deleteUnreferencedKnownSQL)
+	if err != nil {
+		return "", err
+	}
+	res, err := st.ExecContext(ctx, id, id, id)
+	if err != nil {
+		return "", fmt.Errorf("delete message %s: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return "", err
+	}
+	if path == "" {
+		return inlineMark, nil
+	}
+	return path, nil
 }
 
 // inlineMark stands for "deleted, no file": the message was stored inside the database.

@@ -98,11 +98,11 @@ func TestQueueLifecycle(t *testing.T) {
 	// The last entry deleted takes the message and its file with it (the message named by
 	// the caller, as the scheduler does; TestQueueDeleteKeepsMailboxCopy reads it back).
 	es, _ = s.ClaimQueue(ctx, QueueQueued, next, 10)
-	if err := s.UpdateQueue(ctx, []QueueUpdate{{ID: es[0].ID, Delete: true, MessageID: es[0].MessageID}}); err != nil {
+	if err := s.UpdateQueue(ctx, []QueueUpdate{{ID: es[0].ID, Delete: true, MessageID: es[0].MessageID, BlobPath: es[0].BlobPath}}); err != nil {
 		t.Fatal(err)
 	}
 	// Deleting it again (an operator was first) changes nothing.
-	if err := s.UpdateQueue(ctx, []QueueUpdate{{ID: es[0].ID, Delete: true, MessageID: es[0].MessageID}}); err != nil {
+	if err := s.UpdateQueue(ctx, []QueueUpdate{{ID: es[0].ID, Delete: true, MessageID: es[0].MessageID, BlobPath: es[0].BlobPath}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := s.OpenMessage(ctx, id); !errors.Is(err, ErrNotFound) {

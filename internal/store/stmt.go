@@ -19,7 +19,7 @@ import (
 var writerSQL = []string{
 	insertMessageSQL, bumpInboxSQL, insertMbxMsgSQL, insertQueueSQL,
 	claimQueueSQL, deleteQueueSQL, deleteQueueByIDSQL, updateQueueAttemptSQL, updateQueueSQL, insertAttemptSQL,
-	deleteUnreferencedSQL, insertMetaSQL, insertSearchSQL,
+	deleteUnreferencedSQL, deleteUnreferencedKnownSQL, insertMetaSQL, insertSearchSQL,
 }
 
 // stmtCache holds prepared statements by their SQL text.
