@@ -339,25 +339,50 @@ type DirectoryBackend struct{ S *store.Store }
 
 // GetDomain implements directory.Backend.
 func (b DirectoryBackend) GetDomain(ctx context.Context, name string) (directory.Domain, error) {
-	d, err := b.S.GetDomain(ctx, name)
-	if err != nil {
-		return directory.Domain{}, notFound(err)
-	}
-	return directory.Domain{Name: d.Name, CatchAll: d.CatchAll}, nil
+	return dirLookups{b.S}.GetDomain(ctx, name)
 }
 
 // GetAccount implements directory.Backend.
 func (b DirectoryBackend) GetAccount(ctx context.Context, addr string) (directory.Account, error) {
-	ac, err := b.S.GetAccount(ctx, addr)
+	return dirLookups{b.S}.GetAccount(ctx, addr)
+}
+
+// GetAlias implements directory.Backend.
+func (b DirectoryBackend) GetAlias(ctx context.Context, addr string) ([]string, error) {
+	return dirLookups{b.S}.GetAlias(ctx, addr)
+}
+
+// View implements directory.Viewer: one look at the store's directory stamp per Resolve.
+func (b DirectoryBackend) View() directory.Backend { return dirLookups{b.S.DirView()} }
+
+// dirLookups adapts the store's lookups (the store itself, or one view of it) to the
+// directory's Backend interface.
+type dirLookups struct {
+	l interface {
+		GetDomain(ctx context.Context, name string) (store.Domain, error)
+		GetAccount(ctx context.Context, address string) (store.Account, error)
+		GetAlias(ctx context.Context, address string) ([]string, error)
+	}
+}
+
+func (d dirLookups) GetDomain(ctx context.Context, name string) (directory.Domain, error) {
+	dom, err := d.l.GetDomain(ctx, name)
+	if err != nil {
+		return directory.Domain{}, notFound(err)
+	}
+	return directory.Domain{Name: dom.Name, CatchAll: dom.CatchAll}, nil
+}
+
+func (d dirLookups) GetAccount(ctx context.Context, addr string) (directory.Account, error) {
+	ac, err := d.l.GetAccount(ctx, addr)
 	if err != nil {
 		return directory.Account{}, notFound(err)
 	}
 	return directory.Account{ID: ac.ID, Address: ac.Address, PasswordHash: ac.PasswordHash, Disabled: ac.Disabled}, nil
 }
 
-// GetAlias implements directory.Backend.
-func (b DirectoryBackend) GetAlias(ctx context.Context, addr string) ([]string, error) {
-	t, err := b.S.GetAlias(ctx, addr)
+func (d dirLookups) GetAlias(ctx context.Context, addr string) ([]string, error) {
+	t, err := d.l.GetAlias(ctx, addr)
 	return t, notFound(err)
 }
 

@@ -61,6 +61,14 @@ type Backend interface {
 	GetAlias(ctx context.Context, address string) ([]string, error)
 }
 
+// Viewer is a Backend that can answer a series of lookups from one look at whether its data
+// changed: Resolve asks a Viewer for one view per call (the store then checks its change
+// stamp once per recipient instead of once per lookup).
+type Viewer interface {
+	Backend
+	View() Backend
+}
+
 // Directory answers routing and authentication questions from a Backend.
 // The zero value is not usable: Backend must be set.
 type Directory struct {

@@ -48,9 +48,13 @@ func (d *Directory) Resolve(ctx context.Context, addr address.Address) (Resoluti
 	r := &resolver{
 		ctx:     ctx,
 		d:       d,
+		b:       d.Backend,
 		domains: make(map[string]*Domain),
 		done:    make(map[string]expansion),
 		active:  make(map[string]bool),
+	}
+	if v, ok := d.Backend.(Viewer); ok {
+		r.b = v.View()
 	}
 	domain := strings.ToLower(addr.Domain)
 	dom, err := r.domain(domain)
@@ -79,6 +83,7 @@ func (d *Directory) Resolve(ctx context.Context, addr address.Address) (Resoluti
 type resolver struct {
 	ctx     context.Context
 	d       *Directory
+	b       Backend              // d.Backend, or one view of it (Viewer)
 	domains map[string]*Domain   // name -> hosted domain, nil if not ours
 	done    map[string]expansion // alias key -> its expansion
 	active  map[string]bool      // alias keys being expanded, for loops
@@ -260,7 +265,7 @@ func (r *resolver) domain(name string) (*Domain, error) {
 	if dom, ok := r.domains[name]; ok {
 		return dom, nil
 	}
-	dom, err := r.d.Backend.GetDomain(r.ctx, name)
+	dom, err := r.b.GetDomain(r.ctx, name)
 	switch {
 	case err == nil:
 		r.domains[name] = &dom
@@ -273,7 +278,7 @@ func (r *resolver) domain(name string) (*Domain, error) {
 }
 
 func (r *resolver) account(key string) (Account, bool, error) {
-	acc, err := r.d.Backend.GetAccount(r.ctx, key)
+	acc, err := r.b.GetAccount(r.ctx, key)
 	switch {
 	case err == nil:
 		return acc, true, nil
@@ -285,7 +290,7 @@ func (r *resolver) account(key string) (Account, bool, error) {
 }
 
 func (r *resolver) alias(key string) ([]string, bool, error) {
-	targets, err := r.d.Backend.GetAlias(r.ctx, key)
+	targets, err := r.b.GetAlias(r.ctx, key)
 	switch {
 	case err == nil:
 		return targets, true, nil

@@ -209,3 +209,78 @@ func TestResolveZeroAddress(t *testing.T) {
 		t.Fatalf("Resolve(zero) = %+v, %v", got, err)
 	}
 }
+
+// viewBackend is a Viewer over a fakeBackend: every lookup through it must come from a
+// view, and it counts the views.
+type viewBackend struct {
+	*fakeBackend
+	views   int
+	direct  int // lookups on the backend itself
+	perView []int
+}
+
+func (v *viewBackend) GetDomain(ctx context.Context, name string) (Domain, error) {
+	v.direct++
+	return v.fakeBackend.GetDomain(ctx, name)
+}
+
+func (v *viewBackend) View() Backend {
+	v.views++
+	v.perView = append(v.perView, 0)
+	return &countingView{v: v, i: len(v.perView) - 1}
+}
+
+type countingView struct {
+	v *viewBackend
+	i int
+}
+
+func (c *countingView) GetDomain(ctx context.Context, name string) (Domain, error) {
+	c.v.perView[c.i]++
+	return c.v.fakeBackend.GetDomain(ctx, name)
+}
+
+func (c *countingView) GetAccount(ctx context.Context, address string) (Account, error) {
+	c.v.perView[c.i]++
+	return c.v.fakeBackend.GetAccount(ctx, address)
+}
+
+func (c *countingView) GetAlias(ctx context.Context, address string) ([]string, error) {
+	c.v.perView[c.i]++
+	return c.v.fakeBackend.GetAlias(ctx, address)
+}
+
+// TestResolveUsesOneView: a Backend that offers views (the store: one look at its change
+// stamp per view) answers all the lookups of one Resolve from one view, and each Resolve
+// takes a new one, so that a change between two recipients is seen by the second.
+func TestResolveUsesOneView(t *testing.T) {
+	f := newFake()
+	f.addAccount(Account{ID: 1, Address: "alice@hosted.test"})
+	v := &viewBackend{fakeBackend: f}
+	d := &Directory{Backend: v, DetailSep: "+"}
+	ctx := context.Background()
+	parse := func(s string) address.Address {
+		a, err := address.Parse(s, address.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	// An alias with a local and a remote target: domain, account, alias, account, and the
+	// remote target's domain, all from one view.
+	res, err := d.Resolve(ctx, parse("mixed@hosted.test"))
+	if err != nil || len(res.Targets) != 3 {
+		t.Fatalf("Resolve = %+v, %v", res, err)
+	}
+	if v.views != 1 || v.direct != 0 || v.perView[0] < 4 {
+		t.Fatalf("views %d, lookups per view %v, direct lookups %d; want 1 view with every lookup", v.views, v.perView, v.direct)
+	}
+	f.addAccount(Account{ID: 2, Address: "bob@hosted.test"})
+	res, err = d.Resolve(ctx, parse("bob@hosted.test"))
+	if err != nil || len(res.Targets) != 1 || res.Targets[0].AccountID != 2 {
+		t.Fatalf("Resolve after a change = %+v, %v", res, err)
+	}
+	if v.views != 2 {
+		t.Errorf("views %d after two Resolve calls, want 2", v.views)
+	}
+}

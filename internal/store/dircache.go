@@ -15,7 +15,8 @@ import (
 // directory (the server, or the CLI beside it) rewrites the file directory.stamp after its
 // commit; a lookup compares the file's modification time and size with what the cache was
 // built from (one stat, no query), so a change made by "yubin account add" is seen by the
-// very next lookup.
+// very next lookup. The lookups of one recipient share that stat (DirView): the change is
+// then seen from the next recipient on.
 const stampName = "directory.stamp"
 
 // maxCached bounds the cache; past it, it starts over.
@@ -71,9 +72,9 @@ func (s *Store) directoryChanged() {
 	}
 }
 
-// lookup returns a cached value or loads it, keeping "not found" answers too.
-func lookup[T any](s *Store, m func(*dirCache) map[string]cached[T], key string, load func() (T, error)) (T, error) {
-	stamp := s.currentStamp()
+// lookup returns a cached value or loads it, keeping "not found" answers too. stamp is
+// directory.stamp as the caller found it (currentStamp).
+func lookup[T any](s *Store, stamp dirStamp, m func(*dirCache) map[string]cached[T], key string, load func() (T, error)) (T, error) {
 	s.dc.mu.Lock()
 	if s.dc.stamp != stamp || s.dc.domains == nil || len(s.dc.domains)+len(s.dc.accounts)+len(s.dc.aliases) > maxCached {
 		s.dc.resetLocked(stamp)
@@ -101,18 +102,54 @@ func lookup[T any](s *Store, m func(*dirCache) map[string]cached[T], key string,
 
 // GetDomain returns a hosted domain, or ErrNotFound.
 func (s *Store) GetDomain(ctx context.Context, name string) (Domain, error) {
-	return lookup(s, func(c *dirCache) map[string]cached[Domain] { return c.domains }, key(name),
-		func() (Domain, error) { return s.getDomainDB(ctx, name) })
+	return s.DirView().GetDomain(ctx, name)
 }
 
 // GetAccount returns an account by its address key, or ErrNotFound.
 func (s *Store) GetAccount(ctx context.Context, address string) (Account, error) {
-	return lookup(s, func(c *dirCache) map[string]cached[Account] { return c.accounts }, key(address),
-		func() (Account, error) { return s.getAccountDB(ctx, address) })
+	return s.DirView().GetAccount(ctx, address)
 }
 
 // GetAlias returns an alias's targets, or ErrNotFound.
 func (s *Store) GetAlias(ctx context.Context, address string) ([]string, error) {
-	return lookup(s, func(c *dirCache) map[string]cached[[]string] { return c.aliases }, key(address),
-		func() ([]string, error) { return s.getAliasDB(ctx, address) })
+	return s.DirView().GetAlias(ctx, address)
+}
+
+// DirView answers the lookups of one question (the routing of one recipient: its domain,
+// account, aliases and their targets' domains) after one look at directory.stamp, made by
+// its first lookup, instead of one look each. A change another process commits meanwhile
+// is seen by the next view. A DirView is used by one goroutine; it is cheap: make one per
+// question.
+type DirView struct {
+	s       *Store
+	stamp   dirStamp
+	checked bool
+}
+
+// DirView returns a new view of the directory.
+func (s *Store) DirView() *DirView { return &DirView{s: s} }
+
+func (v *DirView) currentStamp() dirStamp {
+	if !v.checked {
+		v.stamp, v.checked = v.s.currentStamp(), true
+	}
+	return v.stamp
+}
+
+// GetDomain is Store.GetDomain.
+func (v *DirView) GetDomain(ctx context.Context, name string) (Domain, error) {
+	return lookup(v.s, v.currentStamp(), func(c *dirCache) map[string]cached[Domain] { return c.domains }, key(name),
+		func() (Domain, error) { return v.s.getDomainDB(ctx, name) })
+}
+
+// GetAccount is Store.GetAccount.
+func (v *DirView) GetAccount(ctx context.Context, address string) (Account, error) {
+	return lookup(v.s, v.currentStamp(), func(c *dirCache) map[string]cached[Account] { return c.accounts }, key(address),
+		func() (Account, error) { return v.s.getAccountDB(ctx, address) })
+}
+
+// GetAlias is Store.GetAlias.
+func (v *DirView) GetAlias(ctx context.Context, address string) ([]string, error) {
+	return lookup(v.s, v.currentStamp(), func(c *dirCache) map[string]cached[[]string] { return c.aliases }, key(address),
+		func() ([]string, error) { return v.s.getAliasDB(ctx, address) })
 }

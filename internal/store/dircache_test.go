@@ -64,6 +64,44 @@ func TestDirectoryCacheSeesOtherProcesses(t *testing.T) {
 	}
 }
 
+// TestDirViewLooksOnce: a view looks at directory.stamp once, at its first lookup, so its
+// later lookups do not see what another process changed meanwhile; the next view does.
+func TestDirViewLooksOnce(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	server, err := Open(ctx, dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	cli, err := Open(ctx, dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	v := server.DirView()
+	if _, err := v.GetDomain(ctx, "example.org"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("GetDomain before add: %v", err)
+	}
+	if err := cli.AddDomain(ctx, "example.org"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.GetDomain(ctx, "example.org"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the view looked at the stamp again: GetDomain = %v", err)
+	}
+	if _, err := server.DirView().GetDomain(ctx, "example.org"); err != nil {
+		t.Fatalf("a new view after another process added the domain: %v", err)
+	}
+	// A view whose first lookup comes after the change sees it, whenever it was made.
+	v = server.DirView()
+	if _, err := cli.AddAccount(ctx, "a@example.org", "h1"); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := v.GetAccount(ctx, "a@example.org"); err != nil || a.PasswordHash != "h1" {
+		t.Fatalf("GetAccount = %+v, %v", a, err)
+	}
+}
+
 // BenchmarkGetDomainCached is a lookup answered from the cache: one stat of
 // directory.stamp and a map read, as for every RCPT.
 func BenchmarkGetDomainCached(b *testing.B) {
