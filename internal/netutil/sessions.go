@@ -4,6 +4,8 @@ import (
 	"context"
 	"net"
 	"sync"
+
+	"yubin/internal/gopool"
 )
 
 // Sessions is the set of open connections of a server that runs one goroutine per session
@@ -16,10 +18,12 @@ type Sessions[S comparable] struct {
 	closed bool
 	m      map[S]struct{}
 	wg     sync.WaitGroup
+	pool   gopool.Pool // session goroutines, reused: a connection per message is common
 }
 
 // Go admits c and runs its session: mk makes it (under the set's lock, so a counter it
-// keeps needs no lock of its own), run serves it in a new goroutine, and it leaves the set
+// keeps needs no lock of its own), run serves it in a goroutine of its own (a new one, or
+// one whose session ended: see package gopool), and it leaves the set
 // and gives back its slot when run returns. When c is not admitted, closed tells that the
 // set is closed, or reason which limit was reached; the caller answers and closes c.
 func (ss *Sessions[S]) Go(c net.Conn, mk func(ip string) S, run func(S)) (closed bool, reason string) {
@@ -40,14 +44,14 @@ func (ss *Sessions[S]) Go(c net.Conn, mk func(ip string) S, run func(S)) (closed
 	ss.m[sess] = struct{}{}
 	ss.wg.Add(1)
 	ss.mu.Unlock()
-	go func() {
+	ss.pool.Go(func() {
 		defer ss.wg.Done()
 		run(sess)
 		ss.mu.Lock()
 		delete(ss.m, sess)
 		ss.mu.Unlock()
 		ss.Limit.Release(ip)
-	}()
+	})
 	return false, ""
 }
 
@@ -58,6 +62,7 @@ func (ss *Sessions[S]) Close(each func(S)) (wasClosed bool) {
 	defer ss.mu.Unlock()
 	wasClosed = ss.closed
 	ss.closed = true
+	ss.pool.Close()
 	for sess := range ss.m {
 		each(sess)
 	}

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"yubin/internal/dsn"
+	"yubin/internal/gopool"
 	"yubin/internal/store"
 )
 
@@ -196,6 +197,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	// the reset below or, for a commit that ends after it, the next start.
 	s.running.Store(false)
 	r.records.Wait() // results of deliveries whose slot is already free
+	r.workers.Close()
 	if _, err := s.Store.ResetQueueClaims(context.WithoutCancel(ctx)); err != nil {
 		r.log.Error("release queue claims", "err", err)
 	}
@@ -230,6 +232,9 @@ type runner struct {
 	// is over and then record its results.
 	records  sync.WaitGroup
 	recorded chan struct{} // an attempt wrote its results
+	// workers runs the attempts on reused goroutines (see package gopool): with one message
+	// at a time, each attempt would otherwise grow a new goroutine's stack again.
+	workers gopool.Pool
 
 	// The next due time of the entries not in memory, as the store last told it (known,
 	// nextAt, nextFound; loop goroutine only), and the earliest next attempt this runner has
@@ -442,7 +447,7 @@ func (r *runner) dispatch(ctx context.Context) {
 		r.running++
 		r.domains[g.key.domain].running++
 		r.records.Add(1)
-		go func() {
+		r.workers.Go(func() {
 			defer r.records.Done()
 			r.s.attempt(ctx, r, g, func() { r.done <- g })
 			// The results are written: the next due entry may have changed (a deferral).
@@ -450,7 +455,7 @@ func (r *runner) dispatch(ctx context.Context) {
 			case r.recorded <- struct{}{}:
 			default:
 			}
-		}()
+		})
 	}
 }
 
