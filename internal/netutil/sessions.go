@@ -23,9 +23,9 @@ type Sessions[S comparable] struct {
 
 // Go admits c and runs its session: mk makes it (under the set's lock, so a counter it
 // keeps needs no lock of its own), run serves it in a goroutine of its own (a new one, or
-// one whose session ended: see package gopool), and it leaves the set
-// and gives back its slot when run returns. When c is not admitted, closed tells that the
-// set is closed, or reason which limit was reached; the caller answers and closes c.
+// one whose session ended: see package gopool), and it leaves the set and gives back its
+// slot when run returns. When c is not admitted, closed tells that the set is closed, or
+// reason which limit was reached; the caller answers and closes c.
 func (ss *Sessions[S]) Go(c net.Conn, mk func(ip string) S, run func(S)) (closed bool, reason string) {
 	ip := RemoteIP(c.RemoteAddr())
 	ss.mu.Lock()

@@ -11,17 +11,7 @@ import (
 // server) at the very next lookup.
 func TestDirectoryCacheSeesOtherProcesses(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	server, err := Open(ctx, dir, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
-	cli, err := Open(ctx, dir, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	server, cli := twoHandles(t)
 	if _, err := server.GetDomain(ctx, "example.org"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("GetDomain before add: %v", err)
 	}
@@ -68,17 +58,7 @@ func TestDirectoryCacheSeesOtherProcesses(t *testing.T) {
 // later lookups do not see what another process changed meanwhile; the next view does.
 func TestDirViewLooksOnce(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	server, err := Open(ctx, dir, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
-	cli, err := Open(ctx, dir, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	server, cli := twoHandles(t)
 	v := server.DirView()
 	if _, err := v.GetDomain(ctx, "example.org"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("GetDomain before add: %v", err)

@@ -17,7 +17,18 @@ import (
 
 func newTestStore(t testing.TB, opt Options) *Store {
 	t.Helper()
-	s, err := Open(context.Background(), t.TempDir(), opt)
+	return openTestStore(t, t.TempDir(), opt)
+}
+
+// newTestStoreIn opens a Store on dir with default options, closed when the test ends.
+func newTestStoreIn(t testing.TB, dir string) *Store {
+	t.Helper()
+	return openTestStore(t, dir, Options{})
+}
+
+func openTestStore(t testing.TB, dir string, opt Options) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), dir, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,22 +219,22 @@ func assertNoFile(t *testing.T, s *Store, id string) {
 	}
 }
 
+// twoHandles opens two Stores on one new directory, standing for the server and the CLI
+// beside it; both close when the test ends.
+func twoHandles(t *testing.T) (server, cli *Store) {
+	t.Helper()
+	dir := t.TempDir()
+	server = newTestStoreIn(t, dir)
+	cli = newTestStoreIn(t, dir)
+	return server, cli
+}
+
 // Two Stores on one directory stand for the CLI and the server: each sees
 // the other's writes at once, and their writers take turns.
 func TestTwoHandles(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dir := t.TempDir()
-	server, err := Open(ctx, dir, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
-	cli, err := Open(ctx, dir, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	server, cli := twoHandles(t)
 
 	a := mustAccount(t, cli, "ana@example.org")
 	got, err := server.GetAccount(ctx, "ana@example.org")
