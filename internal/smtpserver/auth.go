@@ -126,14 +126,14 @@ func (sess *session) login(user, pass string, credErr error) {
 	switch {
 	case err == nil:
 		sess.account = &acc
-		sess.log = sess.log.With("user", acc.Address)
-		sess.log.Info("authenticated")
+		sess.logger = sess.log().With("user", acc.Address)
+		sess.log().Info("authenticated")
 		sess.reply(smtp.NewReply(235, "2.7.0", "authentication successful"))
 	case errors.Is(err, directory.ErrLockedOut):
-		sess.log.Warn("authentication refused: too many failures", "user", user)
+		sess.log().Warn("authentication refused: too many failures", "user", user)
 		sess.reply(smtp.NewReply(454, "4.7.0", "too many failed authentication attempts, try again later"))
 	case errors.Is(err, directory.ErrBadCredentials):
-		sess.log.Info("authentication failed", "user", user)
+		sess.log().Info("authentication failed", "user", user)
 		sess.fail(smtp.NewReply(535, "5.7.8", "authentication credentials invalid"))
 	default:
 		ref := sess.internalError("authentication", err)

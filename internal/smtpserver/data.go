@@ -208,7 +208,7 @@ func (sess *session) finishMessage(draft *intake.Draft, scan *contentScanner) {
 	}
 	if refuse != nil {
 		draft.Abort()
-		sess.log.Info("message refused", "id", draft.ID(), "reply", refuse.Error())
+		sess.log().Info("message refused", "id", draft.ID(), "reply", refuse.Error())
 		sess.fail(refuse)
 		return
 	}
@@ -238,14 +238,14 @@ func (sess *session) finishMessage(draft *intake.Draft, scan *contentScanner) {
 	if sess.account != nil {
 		sess.srv.rates.record(sess.account.Address, len(tx.rcpts))
 	}
-	sess.log.Info("message accepted", "id", draft.ID(), "from", tx.from, "rcpts", rcpts, "size", scan.n, "tls", sess.tls != nil)
+	sess.log().Info("message accepted", "id", draft.ID(), "from", tx.from, "rcpts", rcpts, "size", scan.n, "tls", sess.tls != nil)
 	sess.reply(smtp.Replyf(250, "2.0.0", "OK queued as %s", draft.ID()))
 }
 
 // storageReply maps a storage failure: full disk is 452 4.3.1, anything else 451 4.3.0.
 func (sess *session) storageReply(what string, err error) *smtp.Reply {
 	if errors.Is(err, store.ErrStorageFull) {
-		sess.log.Error(what+": storage full", "err", err)
+		sess.log().Error(what+": storage full", "err", err)
 		return smtp.NewReply(452, "4.3.1", "insufficient system storage, try again later")
 	}
 	ref := sess.internalError(what, err)
@@ -258,11 +258,11 @@ func (sess *session) dataReadError(err error) {
 	sess.quit = true
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		sess.log.Info("timeout during data transfer")
+		sess.log().Info("timeout during data transfer")
 		sess.reply(smtp.NewReply(421, "4.4.2", sess.srv.Hostname+" timeout exceeded, closing connection"))
 		return
 	}
-	sess.log.Info("connection lost during data transfer", "err", err)
+	sess.log().Info("connection lost during data transfer", "err", err)
 }
 
 // receivedHeader is the trace header (RFC 5321 4.4). The submitter's address appears as sent

@@ -82,7 +82,7 @@ func (sess *session) cmdMail(arg string) {
 		sess.fail(smtp.NewReply(530, "5.7.0", "authentication required"))
 		return
 	case sess.account != nil && !sess.srv.rates.allowMessage(sess.account.Address):
-		sess.log.Warn("message rate limit reached")
+		sess.log().Warn("message rate limit reached")
 		sess.reply(smtp.NewReply(450, "4.7.1", "hourly message limit reached for your account, try again later"))
 		return
 	}
@@ -209,7 +209,7 @@ func (sess *session) cmdRcpt(arg string) {
 		}
 	}
 	if sess.account != nil && !sess.srv.rates.allowRecipients(sess.account.Address, len(tx.rcpts)+1) {
-		sess.log.Warn("recipient rate limit reached")
+		sess.log().Warn("recipient rate limit reached")
 		sess.reply(smtp.NewReply(450, "4.7.1", "hourly recipient limit reached for your account, try again later"))
 		return
 	}
@@ -245,7 +245,7 @@ func (sess *session) cmdRcpt(arg string) {
 		return
 	}
 	if !res.Hosted {
-		sess.log.Info("relay denied", "rcpt", a.String())
+		sess.log().Info("relay denied", "rcpt", a.String())
 		sess.fail(smtp.Replyf(554, "5.7.1", "<%s>: relay access denied", a.String()))
 		return
 	}
@@ -265,7 +265,7 @@ func (sess *session) resolveReply(a address.Address, err error) *smtp.Reply {
 	case errors.Is(err, directory.ErrRouting):
 		return smtp.Replyf(550, "5.7.1", "<%s>: sender-specified routing is not supported", a.String())
 	case errors.Is(err, directory.ErrAliasLoop):
-		sess.log.Error("alias loop", "rcpt", a.String(), "err", err)
+		sess.log().Error("alias loop", "rcpt", a.String(), "err", err)
 		return smtp.Replyf(550, "5.4.6", "<%s>: alias loop, tell the postmaster", a.String())
 	}
 	ref := sess.internalError("recipient lookup failed", err)
@@ -301,7 +301,7 @@ func (sess *session) checkSender(a address.Address) *smtp.Reply {
 			return nil
 		}
 	}
-	sess.log.Warn("sender not owned by the account", "from", a.String())
+	sess.log().Warn("sender not owned by the account", "from", a.String())
 	return smtp.Replyf(550, "5.7.1", "<%s>: sender address not owned by %s", a.String(), acc.Address)
 }
 

@@ -104,6 +104,7 @@ type Server struct {
 	nextID   atomic.Uint64
 	idPrefix string
 	rates    *rateLimiter
+	bufs     sync.Pool // *sessionBufs of ended sessions
 }
 
 // SubmissionPolicy is what an authenticated account may do.
