@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -231,14 +232,16 @@ func (sess *session) finishMessage(draft *intake.Draft, scan *contentScanner) {
 		sess.reply(sess.storageReply("commit message", err))
 		return
 	}
-	rcpts := make([]string, len(tx.rcpts))
-	for i, r := range tx.rcpts {
-		rcpts[i] = r.Address
-	}
 	if sess.account != nil {
 		sess.srv.rates.record(sess.account.Address, len(tx.rcpts))
 	}
-	sess.log().Info("message accepted", "id", draft.ID(), "from", tx.from, "rcpts", rcpts, "size", scan.n, "tls", sess.tls != nil)
+	if sess.logs(slog.LevelInfo) {
+		rcpts := make([]string, len(tx.rcpts))
+		for i, r := range tx.rcpts {
+			rcpts[i] = r.Address
+		}
+		sess.log().Info("message accepted", "id", draft.ID(), "from", tx.from, "rcpts", rcpts, "size", scan.n, "tls", sess.tls != nil)
+	}
 	sess.reply(smtp.Replyf(250, "2.0.0", "OK queued as %s", draft.ID()))
 }
 

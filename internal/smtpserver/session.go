@@ -165,13 +165,25 @@ func (sess *session) release() {
 }
 
 // log returns the session's logger, with its connection id and remote address. It is made
-// at the first use: most sessions log nothing at the usual levels, and With formats its
-// attributes at once.
+// at the first use, and debug and logs check the level before: most sessions log nothing
+// at the usual levels, and With formats its attributes at once.
 func (sess *session) log() *slog.Logger {
 	if sess.logger == nil {
 		sess.logger = sess.srv.Logger.With("cid", sess.cid, "remote", sess.dc.RemoteAddr().String())
 	}
 	return sess.logger
+}
+
+// logs reports whether the session's logger writes records of level.
+func (sess *session) logs(level slog.Level) bool {
+	return sess.srv.Logger.Enabled(context.Background(), level)
+}
+
+// debug logs at the debug level, when that level is on.
+func (sess *session) debug(msg string, args ...any) {
+	if sess.logs(slog.LevelDebug) {
+		sess.debug(msg, args...)
+	}
 }
 
 // stop is called by Shutdown: an idle session is interrupted now, a busy one ends after its
@@ -198,7 +210,7 @@ func (sess *session) run() {
 	defer sess.release()
 	defer sess.dc.Close()
 	defer sess.resetTx()
-	sess.log().Debug("connection opened")
+	sess.debug("connection opened")
 	if sess.srv.ImplicitTLS && !sess.handshake() {
 		return
 	}
@@ -226,7 +238,7 @@ func (sess *session) run() {
 		sess.command(line)
 	}
 	sess.bw.Flush()
-	sess.log().Debug("connection closed")
+	sess.debug("connection closed")
 }
 
 // readError ends the session after a failed read, telling the client why when it can.
@@ -240,9 +252,9 @@ func (sess *session) readError(err error, stopped bool) {
 		sess.reply(smtp.NewReply(421, "4.4.2", sess.srv.Hostname+" timeout exceeded, closing connection"))
 		sess.bw.Flush()
 	case errors.Is(err, io.EOF):
-		sess.log().Debug("connection closed by client")
+		sess.debug("connection closed by client")
 	default:
-		sess.log().Debug("read failed", "err", err)
+		sess.debug("read failed", "err", err)
 	}
 }
 
@@ -392,7 +404,7 @@ func (sess *session) handshake() bool {
 	sess.tls = &st
 	sess.br = bufio.NewReaderSize(tc, 8192)
 	sess.bw = bufio.NewWriterSize(tc, 4096)
-	sess.log().Debug("TLS started", "version", tls.VersionName(st.Version), "cipher", tls.CipherSuiteName(st.CipherSuite))
+	sess.debug("TLS started", "version", tls.VersionName(st.Version), "cipher", tls.CipherSuiteName(st.CipherSuite))
 	return true
 }
 
