@@ -26,6 +26,9 @@ type normalizer struct {
 	info    contentInfo
 	lineLen int
 	prevCR  bool // the last byte seen was a CR whose LF (or not) is still to come
+	// stuff doubles a dot that starts a line (RFC 5321 4.5.2), as DATA sends it; the counts
+	// in info stay those of the content before stuffing.
+	stuff bool
 }
 
 // append appends the normal form of p to out. It moves from line ending to line ending with
@@ -73,6 +76,9 @@ func (n *normalizer) append(out, p []byte) []byte {
 
 // plain appends bytes that hold no line ending.
 func (n *normalizer) plain(out, b []byte) []byte {
+	if n.stuff && n.lineLen == 0 && len(b) > 0 && b[0] == '.' {
+		out = append(out, '.')
+	}
 	n.lineLen += len(b)
 	if !n.info.eightBit && hasHighBit(b) {
 		n.info.eightBit = true
@@ -131,7 +137,13 @@ var errContentChanged = errors.New("message content changed while sending")
 // copyContent writes the content of open, normalised, to w, and checks
 // that it is what prepare saw: its size and no line too long.
 func copyContent(w io.Writer, open func() (io.ReadCloser, error), want contentInfo) error {
-	_, err := normalizeContent(open, func(chunk []byte, sofar contentInfo, last bool) error {
+	return copyContentStuffed(w, open, want, false)
+}
+
+// copyContentStuffed is copyContent, with a dot that starts a line doubled when stuff is set:
+// the content of DATA, before its final ".\r\n", in the same pass as the normalisation.
+func copyContentStuffed(w io.Writer, open func() (io.ReadCloser, error), want contentInfo, stuff bool) error {
+	_, err := normalizeContent(open, stuff, func(chunk []byte, sofar contentInfo, last bool) error {
 		if sofar.size > want.size || last && sofar.size != want.size || sofar.longLine != 0 {
 			return errContentChanged
 		}
@@ -145,7 +157,9 @@ func copyContent(w io.Writer, open func() (io.ReadCloser, error), want contentIn
 }
 
 // contentBufs are normalizeContent's buffers: what it reads, and its normal form (at most
-// twice as long, every byte a bare CR or LF, plus a CR carried over). They are pooled: it runs
+// twice as long, every byte a bare CR or LF, plus a CR carried over; a bare CR or LF can
+// be followed by a dot to double, which still fits: "\r." is 2 bytes in, "\r\n.." 4 out).
+// They are pooled: it runs
 // twice for every relayed message, and allocating them each time was most of a small
 // message's garbage.
 type contentBufs struct {
@@ -158,13 +172,13 @@ var contentBufPool = sync.Pool{New: func() any { return new(contentBufs) }}
 // normalizeContent reads the content of open through the normalizer and hands each
 // normalised chunk to emit (nil: only count), with the counts so far; last marks the final
 // chunk. It returns the counts of the whole content.
-func normalizeContent(open func() (io.ReadCloser, error), emit func(chunk []byte, sofar contentInfo, last bool) error) (contentInfo, error) {
+func normalizeContent(open func() (io.ReadCloser, error), stuff bool, emit func(chunk []byte, sofar contentInfo, last bool) error) (contentInfo, error) {
 	rc, err := open()
 	if err != nil {
 		return contentInfo{}, err
 	}
 	defer rc.Close()
-	var n normalizer
+	n := normalizer{stuff: stuff}
 	bufs := contentBufPool.Get().(*contentBufs)
 	defer contentBufPool.Put(bufs)
 	buf, out := bufs.in[:], bufs.out[:0]

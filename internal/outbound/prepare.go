@@ -68,7 +68,7 @@ func prepare(d *Delivery, rcpts []*rcptState) (*message, *smtp.Reply) {
 
 // scan reads the content once through the same normalisation as sending.
 func scan(open func() (io.ReadCloser, error)) (contentInfo, error) {
-	info, err := normalizeContent(open, nil)
+	info, err := normalizeContent(open, false, nil)
 	if err != nil {
 		return contentInfo{}, err
 	}

@@ -173,11 +173,12 @@ func (s *session) transaction(m *message, all []*rcptState) (fail *smtp.Reply, d
 // data sends the content after a 354 and reads the final reply.
 func (s *session) data(m *message) (*smtp.Reply, error) {
 	s.dw.timeout = s.to.DataBlock
-	w := smtp.NewDataWriter(s.bw)
-	if err := copyContent(w, m.d.Open, m.content); err != nil {
+	// The normaliser dot-stuffs as it goes (what smtp.NewDataWriter would do in a second
+	// pass), and its content ends in CRLF: the end of data follows.
+	if err := copyContentStuffed(s.bw, m.d.Open, m.content, true); err != nil {
 		return nil, err
 	}
-	if err := w.Close(); err != nil {
+	if _, err := s.bw.WriteString(".\r\n"); err != nil {
 		return nil, err
 	}
 	if err := s.flush(s.to.DataBlock); err != nil {
