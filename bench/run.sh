@@ -214,6 +214,15 @@ col() { awk -F'\t' -v s="$1" -v c="$2" -v k="$3" '$1 == s && $2 == c { print $k 
     echo "| $c | $ya | $pa | $ye | $pe | $ratio | $yc | $pc | $ym | $pm |"
   done
   echo
+  # The ratio of each round's pair (run back to back) shows how much the machine moved
+  # during the run; the table's ratio is that of the medians.
+  printf 'e2e ratio round by round:'
+  for c in $CASES; do
+    awk -F'\t' -v c="$c" '$2 == c && $1 == "yubin" { y[$3] = $7 } $2 == c && $1 == "postfix" { p[$3] = $7 }
+      END { printf " %s", c; sep = " "; for (r = 1; r in y; r++) { printf "%s%.2fx", sep, (p[r] > 0 ? y[r] / p[r] : 0); sep = ", " } }' "$RESULTS"
+    [ "$c" = "$(echo $CASES | awk '{ print $NF }')" ] && echo || printf ';'
+  done
+  echo
   echo "fsync-family calls per message (case a, 20 sessions, 1,000 messages, strace -f -c): yubin $FS_Y, Postfix $FS_P"
   if [ "$FLOOR" = 1 ] && grep -q "^floor" "$RESULTS"; then
     fl=$(col floor c 6); ye=$(col yubin c 7); pe=$(col postfix c 7)
