@@ -60,7 +60,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	st, err := store.Open(ctx, cfg.DataDir, store.Options{Logger: log, QueueLifetime: cfg.Relay.Lifetime.D()})
+	st, err := store.Open(ctx, cfg.DataDir, store.Options{Logger: log, QueueLifetime: cfg.Relay.Lifetime.D(), Journal: true})
 	if err != nil {
 		return nil, err
 	}

@@ -75,6 +75,8 @@ type pending struct {
 
 	claim   bool         // queue rows go in claimed (Commit.Claim)
 	claimed []QueueEntry // the rows written, when claim is set
+
+	seq uint64 // its intake journal record, 0: none (see journal.go)
 }
 
 // Deliver makes the one durable commit for c (see the package comment): it
@@ -423,62 +425,106 @@ func syncDir(dir string) error {
 // belong to one commit.
 func (s *Store) writeBatch(ctx context.Context, batch []*pending) (began bool, err error) {
 	// A batch of writes that need not survive a power loss (queue claims: they are reset at
-	// every start anyway) commits without an fsync: synchronous=NORMAL for this one
-	// transaction, on a connection held for it so that no other transaction runs in between.
+	// every start anyway) commits without an fsync.
 	lazy := true
 	for _, p := range batch {
 		lazy = lazy && p.op != nil && p.noSync
 	}
 	if lazy {
-		conn, err := s.w.Conn(ctx)
-		if err != nil {
-			return false, fmt.Errorf("begin: %w", classify(err))
-		}
-		defer conn.Close()
-		if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
-			return false, fmt.Errorf("begin: %w", classify(err))
-		}
-		defer func() {
-			if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = FULL`); err != nil {
-				// Never hand back a connection that would commit messages without fsync:
-				// ErrBadConn makes database/sql close it instead.
-				s.log.Error("restore synchronous=FULL failed, dropping the connection", "err", err)
-				conn.Raw(func(any) error { return driver.ErrBadConn })
-			}
-		}()
-		tx, err := conn.BeginTx(ctx, nil)
-		if err != nil {
-			return false, fmt.Errorf("begin: %w", classify(err))
-		}
-		return true, s.finishBatch(ctx, tx, batch, nil)
+		return s.withSyncNormal(ctx, func(tx *sql.Tx) error { return s.finishBatch(ctx, tx, batch, nil, nil) })
 	}
+	if s.journalable(batch) {
+		return s.writeJournaled(ctx, batch)
+	}
+	return s.writeFull(ctx, batch)
+}
+
+// writeFull writes batch in a transaction whose COMMIT fsyncs the WAL (synchronous=FULL).
+func (s *Store) writeFull(ctx context.Context, batch []*pending) (began bool, err error) {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return false, fmt.Errorf("begin: %w", classify(err))
 	}
+	return true, s.writeMessages(ctx, tx, batch)
+}
+
+// withSyncNormal runs fn in a transaction that commits without an fsync: synchronous=NORMAL
+// for this one transaction, on the writer connection held for it so that no other
+// transaction runs in between. fn must commit or roll back tx.
+func (s *Store) withSyncNormal(ctx context.Context, fn func(tx *sql.Tx) error) (began bool, err error) {
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		return false, fmt.Errorf("begin: %w", classify(err))
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
+		return false, fmt.Errorf("begin: %w", classify(err))
+	}
+	defer func() {
+		if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = FULL`); err != nil {
+			// Never hand back a connection that would commit messages without fsync:
+			// ErrBadConn makes database/sql close it instead.
+			s.log.Error("restore synchronous=FULL failed, dropping the connection", "err", err)
+			conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+	}()
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return false, fmt.Errorf("begin: %w", classify(err))
+	}
+	return true, fn(tx)
+}
+
+// writeMessages writes the rows of batch in tx and commits it. When batch holds journal
+// records, the transaction also records the last one as applied.
+func (s *Store) writeMessages(ctx context.Context, tx *sql.Tx, batch []*pending) error {
+	if s.testHookWrite != nil {
+		if err := s.testHookWrite(batch); err != nil {
+			tx.Rollback()
+			return err
+		}
+	}
 	var st txStmts
+	var err error
 	for _, x := range []struct {
 		st **sql.Stmt
 		q  string
 	}{{&st.msg, insertMessageSQL}, {&st.bump, bumpInboxSQL}, {&st.mbx, insertMbxMsgSQL}, {&st.queue, insertQueueSQL}} {
 		if *x.st, err = s.wstmt(ctx, tx, x.q); err != nil {
 			tx.Rollback()
-			return true, classify(err)
+			return classify(err)
 		}
 	}
 	st.tx, st.ids = tx, &s.qids
 	t := s.now()
 	now, expires := unix(t), unix(t.Add(s.queueLifetime))
-	err = s.finishBatch(ctx, tx, batch, func(p *pending) error { return st.write(ctx, p, now, expires) })
+	var end func() error
+	var seq uint64
+	for _, p := range batch {
+		seq = max(seq, p.seq)
+	}
+	if seq > 0 {
+		end = func() error {
+			applied, err := s.wstmt(ctx, tx, setAppliedSQL)
+			if err == nil {
+				_, err = applied.ExecContext(ctx, int64(seq))
+			}
+			if err != nil {
+				return fmt.Errorf("record journal position: %w", err)
+			}
+			return nil
+		}
+	}
+	err = s.finishBatch(ctx, tx, batch, func(p *pending) error { return st.write(ctx, p, now, expires) }, end)
 	if err != nil {
 		s.qids.reset() // a block reserved in this transaction is not recorded
 	}
-	return true, err
+	return err
 }
 
-// finishBatch runs every write of batch in tx (an op, or write for a message commit) and
-// commits; the first failure rolls the whole transaction back.
-func (s *Store) finishBatch(ctx context.Context, tx *sql.Tx, batch []*pending, write func(*pending) error) error {
+// finishBatch runs every write of batch in tx (an op, or write for a message commit), then
+// end if set, and commits; the first failure rolls the whole transaction back.
+func (s *Store) finishBatch(ctx context.Context, tx *sql.Tx, batch []*pending, write func(*pending) error, end func() error) error {
 	for _, p := range batch {
 		var err error
 		if p.op != nil {
@@ -487,6 +533,12 @@ func (s *Store) finishBatch(ctx context.Context, tx *sql.Tx, batch []*pending, w
 			err = write(p)
 		}
 		if err != nil {
+			tx.Rollback()
+			return classify(err)
+		}
+	}
+	if end != nil {
+		if err := end(); err != nil {
 			tx.Rollback()
 			return classify(err)
 		}

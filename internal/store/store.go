@@ -7,6 +7,8 @@
 // # On-disk layout
 //
 //	<dir>/yubin.db          the database (WAL mode, plus yubin.db-wal and yubin.db-shm)
+//	<dir>/intake.journal    the server's intake journal (journal.go): a ring of records of
+//	                        recent commits, replayed at start if the database lost them
 //	<dir>/tmp/<id>          blobs being written (NewBlob); removed by Abort or moved by Deliver
 //	<dir>/blobs/YYYYMMDD/<id>
 //	                        immutable message files, one per message, named by the
@@ -31,7 +33,9 @@
 //     directory once (and blobs/ when it has not yet done so for that day),
 //     and writes the rows of all of them in one database transaction: the
 //     messages row, one mailbox entry per local account and one queue row per
-//     remote recipient. The commit costs one WAL fsync for the whole batch.
+//     remote recipient. The commit costs one WAL fsync for the whole batch; or, in
+//     the server (Options.Journal) and for small messages, one fsync of a short
+//     record in the intake journal, made while the transaction runs (journal.go).
 //  3. Each waiting Deliver gets its own result. If the batch transaction
 //     fails, the commits are retried one by one so one bad commit cannot fail
 //     the others. A failed Deliver removes its blob file: nothing is
@@ -97,6 +101,13 @@ type Options struct {
 	// CheckpointEvery is how often the background checkpointer copies the WAL into the
 	// database file (see checkpointLoop). 0: 250ms.
 	CheckpointEvery time.Duration
+	// Journal: small message commits are made durable by the intake journal (journal.go)
+	// rather than by an fsync of SQLite's WAL; Open replays what a crash left in it. For the
+	// server's Store only: one process per data directory may have it (Open fails when
+	// another holds it), and a CLI command beside the server must not.
+	Journal bool
+	// JournalSize is the size of the journal's ring in bytes. 0: 1 MiB.
+	JournalSize int64
 
 	walRestart int64 // in-package tests: bytes of WAL before it starts over; 0: walRestartBytes
 }
@@ -121,8 +132,9 @@ type Store struct {
 	queueLifetime time.Duration
 	joinWait      time.Duration
 
-	w *sql.DB // the writer: one connection
-	r *sql.DB // the readers: read-only pool
+	w *sql.DB  // the writer: one connection
+	j *journal // the intake journal (Options.Journal), nil without
+	r *sql.DB  // the readers: read-only pool
 
 	// Prepared statements (stmt.go): the writer's, prepared at open, and the readers'.
 	wst, rst stmtCache
@@ -148,11 +160,12 @@ type Store struct {
 	mc   msgCache // queued messages' bytes, see msgcache.go
 
 	// Counters and hooks for in-package tests.
-	wrote          atomic.Bool  // a write transaction committed (see checkpointLoop)
-	txCount        atomic.Int64 // Deliver transactions committed
-	ckRuns         atomic.Int64 // background checkpoints run
-	testHookDrain  func()       // committer: after taking the first commit, before draining
-	testHookCommit func(n int)  // committer: before writing a batch of n commits
+	wrote          atomic.Bool            // a write transaction committed (see checkpointLoop)
+	txCount        atomic.Int64           // Deliver transactions committed
+	ckRuns         atomic.Int64           // background checkpoints run
+	testHookDrain  func()                 // committer: after taking the first commit, before draining
+	testHookCommit func(n int)            // committer: before writing a batch of n commits
+	testHookWrite  func([]*pending) error // committer: fails a transaction before its rows
 }
 
 // Open opens (creating if needed) the data directory dir, creates or migrates
@@ -238,6 +251,14 @@ func Open(ctx context.Context, dir string, opt Options) (*Store, error) {
 		s.w.Close()
 		s.r.Close()
 		return nil, fmt.Errorf("open store database %s: %w", path, err)
+	}
+	if opt.Journal {
+		if err := s.openJournal(ctx, opt.JournalSize); err != nil {
+			s.wst.close()
+			s.w.Close()
+			s.r.Close()
+			return nil, fmt.Errorf("open store %s: %w", dir, err)
+		}
 	}
 	s.commitc = make(chan *pending, s.maxBatch)
 	go s.commitLoop()
@@ -453,11 +474,15 @@ func (s *Store) Close() error {
 	s.inflight.Wait()
 	close(s.commitc)
 	<-s.committerDone
+	var jerr error
+	if s.j != nil {
+		jerr = s.j.close()
+	}
 	close(s.ckStop)
 	<-s.ckDone
 	s.wst.close()
 	s.rst.close()
-	return errors.Join(s.r.Close(), s.w.Close())
+	return errors.Join(s.r.Close(), s.w.Close(), jerr)
 }
 
 // writeTx runs fn in one writer transaction (BEGIN IMMEDIATE).

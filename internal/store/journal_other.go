@@ -1,0 +1,11 @@
+//go:build !linux
+
+package store
+
+import "os"
+
+func datasync(f *os.File) error { return f.Sync() }
+
+// lockFile: only Linux builds lock the journal; elsewhere two servers on one data directory
+// are not detected.
+func lockFile(*os.File) error { return nil }

@@ -1,0 +1,335 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func journalRecords(t *testing.T, dir string) (recs []*pending, last uint64) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, journalName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return scanJournal(b)
+}
+
+func TestJournalRecordRoundTrip(t *testing.T) {
+	t.Parallel()
+	in := []*pending{
+		{id: "20261206T052000-abc", data: []byte("Subject: x\r\n\r\nbody\r\n"), size: 20, from: "a@b.example",
+			received: time.Unix(1796535600, 0).UTC(), accounts: []int64{3, 7},
+			remotes: []Recipient{{Address: "x@far.example", Remote: true, Notify: "SUCCESS,FAILURE", ORCPT: "rfc822;x@far.example"}},
+			ret:     "HDRS", envID: "env+2Bid", smtpUTF8: true, eightBit: true},
+		{id: "20261206T052000-abd", rel: "blobs/20261206/20261206T052000-abd", size: 300000,
+			received: time.Unix(1796535601, 0).UTC(), accounts: []int64{1}},
+	}
+	j := &journal{}
+	b := j.encode(in)
+	out, last := scanJournal(append(b, make([]byte, 100)...))
+	if last != 2 || len(out) != 2 {
+		t.Fatalf("scanned %d records up to seq %d, want 2 up to 2", len(out), last)
+	}
+	for i, p := range out {
+		want := *in[i]
+		want.day = dayOf(want.received)
+		p.done, want.done = nil, nil
+		if !reflect.DeepEqual(*p, want) {
+			t.Errorf("record %d:\n got %+v\nwant %+v", i, *p, want)
+		}
+	}
+	// A flipped byte anywhere in a record ends the scan there.
+	first := journalHead + int(binary.LittleEndian.Uint32(b[4:]))
+	for _, at := range []int{0, 5, 9, 17, journalHead + 3, first - 1, first, first + 9, len(b) - 1} {
+		bad := bytes.Clone(b)
+		bad[at] ^= 0x40
+		got, _ := scanJournal(bad)
+		want := 0
+		if at >= first {
+			want = 1 // the damage is in the second record: the first stands
+		}
+		if len(got) != want {
+			t.Errorf("byte %d damaged: %d records scanned, want %d", at, len(got), want)
+		}
+	}
+}
+
+// The ring after it went back to its start: the scan reads the new lap and stops where an
+// older lap's bytes begin, whatever they are.
+func TestScanJournalLaps(t *testing.T) {
+	t.Parallel()
+	rec := func(id string) *pending {
+		return &pending{id: id, data: bytes.Repeat([]byte("x"), 100), size: 100, accounts: []int64{1}, received: time.Unix(0, 0).UTC()}
+	}
+	j := &journal{}
+	var lap1 []byte
+	for i := range 6 {
+		lap1 = append(lap1, j.encode([]*pending{rec(fmt.Sprint("old", i))})...)
+	}
+	// The second lap is shorter than one old record plus a half: its end falls inside an
+	// old record, and the one after that is whole but older.
+	lap2 := j.encode([]*pending{rec("new0"), rec("new1")})
+	ring := bytes.Clone(lap1)
+	copy(ring, lap2)
+	recs, last := scanJournal(ring)
+	if len(recs) != 2 || recs[0].id != "new0" || recs[1].id != "new1" || last != 8 {
+		t.Fatalf("scanned %d records (last seq %d), want new0 and new1 (8)", len(recs), last)
+	}
+	// A second lap exactly as long as old records: the next old record is whole, with a
+	// lower sequence number.
+	lap2 = j.encode([]*pending{rec("new2")})
+	ring = bytes.Clone(lap1)
+	copy(ring, lap2)
+	if recs, last := scanJournal(ring); len(recs) != 1 || recs[0].id != "new2" || last != 9 {
+		t.Fatalf("scanned %d records (last seq %d), want new2 (9)", len(recs), last)
+	}
+	// A voided record is skipped, not a stop.
+	b := j.encode([]*pending{rec("a"), rec("b"), rec("c")})
+	f, err := os.CreateTemp(t.TempDir(), "j")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	jf := &journal{f: f}
+	first := j.encode([]*pending{rec("x")}) // the same length as each of a, b and c
+	if err := jf.void(b[len(first):2*len(first)], int64(len(first))); err != nil {
+		t.Fatal(err)
+	}
+	f.Seek(0, io.SeekStart)
+	data, _ := io.ReadAll(f)
+	recs, last = scanJournal(data)
+	if len(recs) != 2 || recs[0].id != "a" || recs[1].id != "c" || last != 12 {
+		t.Fatalf("scanned %d records (last seq %d), want a and c (12)", len(recs), last)
+	}
+}
+
+func FuzzJournalScan(f *testing.F) {
+	j := &journal{}
+	f.Add(j.encode([]*pending{{id: "m1", data: []byte("hi"), size: 2, accounts: []int64{1}}}))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		recs, last := scanJournal(b)
+		var prev uint64
+		for _, p := range recs {
+			if p.seq <= prev || p.seq > last || p.id == "" || len(p.accounts)+len(p.remotes) == 0 {
+				t.Fatalf("scanned a record that is not valid: %+v", p)
+			}
+			prev = p.seq
+			// What scans must encode back to a record that scans the same.
+			again, _ := scanJournal((&journal{seq: p.seq - 1}).encode([]*pending{p}))
+			if len(again) != 1 || again[0].id != p.id || !bytes.Equal(again[0].data, p.data) || again[0].seq != p.seq {
+				t.Fatalf("record %+v does not survive encoding again", p)
+			}
+		}
+	})
+}
+
+// copyDB copies the database files of src (a closed store) to dst, replacing what is there:
+// a test's way of making SQLite lose its last transactions, as a power loss may when commits
+// do not fsync the WAL.
+func copyDB(t *testing.T, src, dst string) {
+	t.Helper()
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		os.Remove(dst + suffix)
+		b, err := os.ReadFile(src + suffix)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst+suffix, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func inboxBodies(t *testing.T, s *Store, acct int64) []string {
+	t.Helper()
+	ctx := context.Background()
+	ms, err := s.ListMessages(ctx, acct, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range ms {
+		r, _, err := s.OpenMessage(ctx, m.MessageID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(r)
+		r.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, string(b))
+	}
+	return out
+}
+
+// A journaled commit whose transaction SQLite lost (the database as it was before it) comes
+// back at the next start, once, with the UID it would have had; one that SQLite kept is not
+// written twice.
+func TestJournalReplaysLostTransactions(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	snap := filepath.Join(t.TempDir(), "snap.db")
+	db := filepath.Join(dir, dbName)
+	opt := Options{Journal: true}
+	open := func() *Store {
+		s, err := Open(context.Background(), dir, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := open()
+	a := mustAccount(t, s, "ana@example.org")
+	deliverInline(t, s, a.ID, "one")
+	if s.j == nil || s.j.head == 0 {
+		t.Fatal("the commit did not go through the journal")
+	}
+	s.Close()
+	copyDB(t, db, snap) // "one" and journal position 1
+
+	s = open()
+	deliverInline(t, s, a.ID, "two")
+	deliverInline(t, s, a.ID, "three")
+	s.Close()
+	if recs, last := journalRecords(t, dir); len(recs) != 2 || last != 3 {
+		t.Fatalf("journal holds %d records up to %d, want 2 up to 3", len(recs), last)
+	}
+	copyDB(t, snap, db) // SQLite lost "two" and "three"
+
+	s = open()
+	if got, want := inboxBodies(t, s, a.ID), []string{"one", "two", "three"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("after replay INBOX holds %q, want %q", got, want)
+	}
+	if got, want := uids(t, s, a.ID), []uint32{1, 2, 3}; !reflect.DeepEqual(got, want) {
+		t.Errorf("UIDs %v, want %v", got, want)
+	}
+	deliverInline(t, s, a.ID, "four")
+	s.Close()
+
+	s = open() // nothing lost this time: nothing replayed
+	defer s.Close()
+	if got, want := inboxBodies(t, s, a.ID), []string{"one", "two", "three", "four"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("after a clean restart INBOX holds %q, want %q", got, want)
+	}
+}
+
+// A commit whose transaction failed after its record was written is refused, and its record
+// is voided: it does not come back at the next start.
+func TestJournalVoidsFailedCommit(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := Open(context.Background(), dir, Options{Journal: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := mustAccount(t, s, "ana@example.org")
+	boom := errors.New("injected failure")
+	s.testHookWrite = func([]*pending) error { return boom }
+	w, err := s.NewBufferedBlob()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("refused"))
+	if err := s.Deliver(context.Background(), &Commit{Blob: w, Recipients: []Recipient{local(a.ID)}}); !errors.Is(err, boom) {
+		t.Fatalf("Deliver: %v, want the injected failure", err)
+	}
+	s.testHookWrite = nil
+	deliverInline(t, s, a.ID, "kept")
+	s.Close()
+	if recs, last := journalRecords(t, dir); len(recs) != 1 || last != 2 {
+		t.Fatalf("journal holds %d live records up to %d, want 1 (the voided one skipped) up to 2", len(recs), last)
+	}
+	s = openTestStore(t, dir, Options{Journal: true})
+	if got := inboxBodies(t, s, a.ID); !reflect.DeepEqual(got, []string{"kept"}) {
+		t.Errorf("INBOX holds %q, want only the kept message", got)
+	}
+}
+
+// A ring far smaller than the traffic goes round many times; every message is stored once,
+// and a restart that lost the database's last transactions still finds them.
+func TestJournalWrapsRing(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	snap := filepath.Join(t.TempDir(), "snap.db")
+	db := filepath.Join(dir, dbName)
+	opt := Options{Journal: true, JournalSize: 4096}
+	s, err := Open(context.Background(), dir, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := mustAccount(t, s, "ana@example.org")
+	body := func(i int) string { return fmt.Sprintf("%03d %s", i, strings.Repeat("x", 300)) }
+	var want []string
+	for i := range 40 {
+		deliverInline(t, s, a.ID, body(i))
+		want = append(want, body(i))
+	}
+	s.Close()
+	if s.j.wraps < 3 {
+		t.Errorf("the ring went round %d times, want at least 3", s.j.wraps)
+	}
+	copyDB(t, db, snap)
+	s, err = Open(context.Background(), dir, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 40; i < 45; i++ {
+		deliverInline(t, s, a.ID, body(i))
+		want = append(want, body(i))
+	}
+	s.Close()
+	copyDB(t, snap, db)
+	s = openTestStore(t, dir, opt)
+	if got := inboxBodies(t, s, a.ID); !reflect.DeepEqual(got, want) {
+		t.Errorf("INBOX holds %d messages, want %d in order", len(got), len(want))
+	}
+}
+
+// Only small messages are journaled; a large one keeps SQLite's own fsync.
+func TestJournalOnlySmallMessages(t *testing.T) {
+	t.Parallel()
+	s := newTestStore(t, Options{Journal: true})
+	a := mustAccount(t, s, "ana@example.org")
+	deliverInline(t, s, a.ID, strings.Repeat("y", journalMaxData+1))
+	if s.j.head != 0 {
+		t.Errorf("a %d-byte message went through the journal", journalMaxData+1)
+	}
+	deliverInline(t, s, a.ID, "small")
+	if s.j.head == 0 {
+		t.Error("a small message did not go through the journal")
+	}
+}
+
+// One server per data directory holds the journal; a CLI command's Store does not need it.
+func TestJournalLocked(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	openTestStore(t, dir, Options{Journal: true})
+	if s, err := Open(context.Background(), dir, Options{Journal: true}); err == nil {
+		s.Close()
+		t.Fatal("a second server Store opened the same journal")
+	} else if !strings.Contains(err.Error(), "in use by another yubin server") {
+		t.Errorf("second server Store: %v", err)
+	}
+	cli := openTestStore(t, dir, Options{})
+	a := mustAccount(t, cli, "ana@example.org")
+	deliverInline(t, cli, a.ID, "from the CLI")
+}
