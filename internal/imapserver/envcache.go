@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
+
+	"yubin/internal/binenc"
 )
 
 // The ENVELOPE of a message is built once, when the message is first parsed, and cached in
@@ -34,72 +36,23 @@ func encodeEnvelope(env *imap.Envelope) []byte {
 		b = binary.AppendVarint(b, env.Date.Unix())
 		b = binary.AppendVarint(b, int64(off))
 	}
-	b = appendString(b, env.Subject)
+	b = binenc.AppendString(b, env.Subject)
 	for _, l := range [][]imap.Address{env.From, env.Sender, env.ReplyTo, env.To, env.Cc, env.Bcc} {
 		b = binary.AppendUvarint(b, uint64(len(l)))
 		for _, a := range l {
-			b = appendString(b, a.Name)
-			b = appendString(b, a.Mailbox)
-			b = appendString(b, a.Host)
+			b = binenc.AppendString(b, a.Name)
+			b = binenc.AppendString(b, a.Mailbox)
+			b = binenc.AppendString(b, a.Host)
 		}
 	}
 	b = binary.AppendUvarint(b, uint64(len(env.InReplyTo)))
 	for _, id := range env.InReplyTo {
-		b = appendString(b, id)
+		b = binenc.AppendString(b, id)
 	}
-	return appendString(b, env.MessageID)
-}
-
-func appendString(b []byte, s string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(s)))
-	return append(b, s...)
+	return binenc.AppendString(b, env.MessageID)
 }
 
 var errBadEnvelope = errors.New("bad cached envelope")
-
-// envDecoder reads the format above; the first error sticks.
-type envDecoder struct {
-	b   []byte
-	err error
-}
-
-func (d *envDecoder) uvarint() uint64 { return decodeNum(d, binary.Uvarint) }
-
-func (d *envDecoder) varint() int64 { return decodeNum(d, binary.Varint) }
-
-// decodeNum reads one varint with read (binary.Uvarint or binary.Varint).
-func decodeNum[T uint64 | int64](d *envDecoder, read func([]byte) (T, int)) T {
-	v, n := read(d.b)
-	if n <= 0 {
-		d.fail()
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *envDecoder) fail() { d.err, d.b = errBadEnvelope, nil }
-
-func (d *envDecoder) string() string {
-	n := d.uvarint()
-	if n > uint64(len(d.b)) {
-		d.fail()
-		return ""
-	}
-	s := string(d.b[:n])
-	d.b = d.b[n:]
-	return s
-}
-
-// count reads a list length, bounded by the bytes left (every element takes at least one).
-func (d *envDecoder) count() int {
-	n := d.uvarint()
-	if n > uint64(len(d.b)) {
-		d.fail()
-		return 0
-	}
-	return int(n)
-}
 
 // zones shares the *time.Location of each offset within one decoding run.
 type zones map[int64]*time.Location
@@ -117,37 +70,37 @@ func decodeEnvelope(b []byte, z zones) (*imap.Envelope, error) {
 	if len(b) == 0 || b[0] != envelopeVersion {
 		return nil, errBadEnvelope
 	}
-	d := &envDecoder{b: b[1:]}
+	d := &binenc.Reader{B: b[1:]}
 	env := &imap.Envelope{}
-	if len(d.b) > 0 && d.b[0] == 1 {
-		d.b = d.b[1:]
-		sec := d.varint()
-		off := d.varint()
-		if d.err == nil {
+	if len(d.B) > 0 && d.B[0] == 1 {
+		d.B = d.B[1:]
+		sec := d.Varint()
+		off := d.Varint()
+		if !d.Failed {
 			env.Date = time.Unix(sec, 0).In(z.get(off))
 		}
-	} else if len(d.b) > 0 {
-		d.b = d.b[1:]
+	} else if len(d.B) > 0 {
+		d.B = d.B[1:]
 	}
-	env.Subject = d.string()
+	env.Subject = d.String()
 	for _, l := range []*[]imap.Address{&env.From, &env.Sender, &env.ReplyTo, &env.To, &env.Cc, &env.Bcc} {
-		n := d.count()
+		n := d.Count()
 		if n == 0 {
 			continue
 		}
 		*l = make([]imap.Address, n)
 		for i := range n {
-			(*l)[i] = imap.Address{Name: d.string(), Mailbox: d.string(), Host: d.string()}
+			(*l)[i] = imap.Address{Name: d.String(), Mailbox: d.String(), Host: d.String()}
 		}
 	}
-	if n := d.count(); n > 0 {
+	if n := d.Count(); n > 0 {
 		env.InReplyTo = make([]string, n)
 		for i := range n {
-			env.InReplyTo[i] = d.string()
+			env.InReplyTo[i] = d.String()
 		}
 	}
-	env.MessageID = d.string()
-	if d.err != nil || len(d.b) != 0 {
+	env.MessageID = d.String()
+	if d.Failed || len(d.B) != 0 {
 		return nil, errBadEnvelope
 	}
 	return env, nil

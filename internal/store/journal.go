@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"yubin/internal/binenc"
 )
 
 // The intake journal (intake.journal in the data directory) takes the fsync of a message
@@ -369,7 +371,7 @@ func appendRecord(b []byte, p *pending) []byte {
 	}
 	b = append(b, flags)
 	for _, str := range []string{p.id, p.rel, p.from, p.ret, p.envID} {
-		b = appendString(b, str)
+		b = binenc.AppendString(b, str)
 	}
 	b = binary.AppendVarint(b, unix(p.received))
 	b = binary.AppendUvarint(b, uint64(p.size))
@@ -379,70 +381,14 @@ func appendRecord(b []byte, p *pending) []byte {
 	}
 	b = binary.AppendUvarint(b, uint64(len(p.remotes)))
 	for _, r := range p.remotes {
-		b = appendString(b, r.Address)
-		b = appendString(b, r.Notify)
-		b = appendString(b, r.ORCPT)
+		b = binenc.AppendString(b, r.Address)
+		b = binenc.AppendString(b, r.Notify)
+		b = binenc.AppendString(b, r.ORCPT)
 	}
-	b = binary.AppendUvarint(b, uint64(len(p.data)))
-	return append(b, p.data...)
-}
-
-func appendString(b []byte, s string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(s)))
-	return append(b, s...)
+	return binenc.AppendBytes(b, p.data)
 }
 
 var errRecord = errors.New("malformed journal record")
-
-// recordReader decodes what appendRecord wrote; the first error sticks.
-type recordReader struct {
-	b   []byte
-	err error
-}
-
-func (r *recordReader) uvarint() uint64 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.err = errRecord
-		r.b = nil
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *recordReader) varint() int64 {
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.err = errRecord
-		r.b = nil
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *recordReader) bytes() []byte {
-	n := r.uvarint()
-	if n > uint64(len(r.b)) {
-		r.err = errRecord
-		r.b = nil
-		return nil
-	}
-	v := r.b[:n]
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *recordReader) count() int {
-	n := r.uvarint()
-	if n > uint64(len(r.b)) { // every element takes at least one byte
-		r.err = errRecord
-		r.b = nil
-		return 0
-	}
-	return int(n)
-}
 
 // decodeRecord rebuilds the commit a record describes.
 func decodeRecord(payload []byte) (*pending, error) {
@@ -450,35 +396,26 @@ func decodeRecord(payload []byte) (*pending, error) {
 		return nil, errRecord
 	}
 	flags := payload[0]
-	r := &recordReader{b: payload[1:]}
+	r := &binenc.Reader{B: payload[1:]}
 	p := &pending{done: make(chan error, 1), smtpUTF8: flags&recSMTPUTF8 != 0, eightBit: flags&recEightBit != 0}
 	for _, dst := range []*string{&p.id, &p.rel, &p.from, &p.ret, &p.envID} {
-		*dst = string(r.bytes())
+		*dst = r.String()
 	}
-	p.received = fromUnix(r.varint())
+	p.received = fromUnix(r.Varint())
 	p.day = dayOf(p.received)
-	size := r.uvarint()
-	if size > 1<<50 {
-		r.err = errRecord
-	}
+	size := r.Uvarint()
 	p.size = int64(size)
-	for n := r.count(); n > 0 && r.err == nil; n-- {
-		p.accounts = append(p.accounts, r.varint())
+	for n := r.Count(); n > 0 && !r.Failed; n-- {
+		p.accounts = append(p.accounts, r.Varint())
 	}
-	for n := r.count(); n > 0 && r.err == nil; n-- {
-		rc := Recipient{Remote: true}
-		rc.Address = string(r.bytes())
-		rc.Notify = string(r.bytes())
-		rc.ORCPT = string(r.bytes())
-		p.remotes = append(p.remotes, rc)
+	for n := r.Count(); n > 0 && !r.Failed; n-- {
+		p.remotes = append(p.remotes, Recipient{Remote: true, Address: r.String(), Notify: r.String(), ORCPT: r.String()})
 	}
-	if data := r.bytes(); len(data) > 0 {
+	if data := r.Bytes(); len(data) > 0 {
 		p.data = append([]byte(nil), data...)
 	}
-	switch {
-	case r.err != nil:
-		return nil, r.err
-	case len(r.b) != 0, p.id == "", len(p.accounts)+len(p.remotes) == 0, p.rel == "" && p.data == nil && p.size > 0:
+	if r.Failed || len(r.B) != 0 || size > 1<<50 || p.id == "" || len(p.accounts)+len(p.remotes) == 0 ||
+		p.rel == "" && p.data == nil && p.size > 0 {
 		return nil, errRecord
 	}
 	return p, nil
