@@ -326,9 +326,11 @@ func BenchmarkDeliver(b *testing.B) {
 		}
 		return true
 	}
-	parallel := func(msg []byte) func(b *testing.B) {
+	// journal: the server's Store (Options.Journal), whose small commits fsync a journal
+	// record while their transaction runs.
+	parallel := func(msg []byte, journal bool) func(b *testing.B) {
 		return func(b *testing.B) {
-			s := newTestStore(b, Options{})
+			s := newTestStore(b, Options{Journal: journal})
 			a := mustAccount(b, s, "ana@example.org")
 			b.SetBytes(int64(len(msg)))
 			b.SetParallelism(8)
@@ -344,19 +346,24 @@ func BenchmarkDeliver(b *testing.B) {
 			b.ReportMetric(float64(b.N)/float64(s.txCount.Load()), "commits/tx")
 		}
 	}
-	b.Run("parallel", parallel(small))
-	b.Run("parallel-100KiB", parallel(large))
-	b.Run("sequential", func(b *testing.B) {
-		s := newTestStore(b, Options{})
-		a := mustAccount(b, s, "ana@example.org")
-		b.SetBytes(int64(len(small)))
-		b.ResetTimer()
-		for b.Loop() {
-			if !one(b, s, a.ID, small) {
-				return
+	sequential := func(journal bool) func(b *testing.B) {
+		return func(b *testing.B) {
+			s := newTestStore(b, Options{Journal: journal})
+			a := mustAccount(b, s, "ana@example.org")
+			b.SetBytes(int64(len(small)))
+			b.ResetTimer()
+			for b.Loop() {
+				if !one(b, s, a.ID, small) {
+					return
+				}
 			}
 		}
-	})
+	}
+	b.Run("parallel", parallel(small, false))
+	b.Run("parallel-journal", parallel(small, true))
+	b.Run("parallel-100KiB", parallel(large, false))
+	b.Run("sequential", sequential(false))
+	b.Run("sequential-journal", sequential(true))
 }
 
 // dirEntries lists the files under dir/sub (for tests).
