@@ -313,7 +313,12 @@ func (s *Store) writeJournaled(ctx context.Context, batch []*pending) (began boo
 			return true, fmt.Errorf("commit: %w", classify(serr))
 		}
 		return true, nil
-	case err != nil && r.err == nil:
+	case err != nil:
+		// Whatever part of the records reached the file must not be replayed.
+		if r.err != nil {
+			j.broken = true
+			s.log.Error("intake journal write failed; commits fsync the database from now on", "err", r.err)
+		}
 		if verr := j.void(b, r.off); verr != nil {
 			j.broken = true
 			s.log.Error("intake journal: could not void the records of a failed commit", "err", verr)

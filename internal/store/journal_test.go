@@ -333,3 +333,29 @@ func TestJournalLocked(t *testing.T) {
 	a := mustAccount(t, cli, "ana@example.org")
 	deliverInline(t, cli, a.ID, "from the CLI")
 }
+
+// When the journal cannot be written, the commit is made durable by an fsync of SQLite's WAL
+// instead and still succeeds; later commits do without the journal.
+func TestJournalWriteFailure(t *testing.T) {
+	t.Parallel()
+	s := newTestStore(t, Options{Journal: true})
+	a := mustAccount(t, s, "ana@example.org")
+	ro, err := os.Open(filepath.Join(s.dir, journalName)) // writes to it fail
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := s.j.f
+	s.j.f = ro
+	t.Cleanup(func() { good.Close() })
+	deliverInline(t, s, a.ID, "one")
+	if !s.j.broken {
+		t.Fatal("a failed journal write did not take the journal out of use")
+	}
+	deliverInline(t, s, a.ID, "two")
+	if got := inboxBodies(t, s, a.ID); !reflect.DeepEqual(got, []string{"one", "two"}) {
+		t.Errorf("INBOX holds %q, want one and two", got)
+	}
+	if s.j.head != 0 {
+		t.Errorf("the journal's position moved to %d after a failed write", s.j.head)
+	}
+}
