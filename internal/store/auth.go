@@ -54,7 +54,7 @@ func (s *Store) AddAppPassword(ctx context.Context, address, name, hash string) 
 // ListAppPasswords lists an account's app passwords by name.
 func (s *Store) ListAppPasswords(ctx context.Context, address string) ([]AppPassword, error) {
 	address = key(address)
-	rows, err := s.r.QueryContext(ctx, `SELECT p.name, p.created FROM app_passwords p JOIN accounts a ON a.id = p.account_id WHERE a.address = ? ORDER BY p.name`, address)
+	rows, err := s.rdb(ctx).QueryContext(ctx, `SELECT p.name, p.created FROM app_passwords p JOIN accounts a ON a.id = p.account_id WHERE a.address = ? ORDER BY p.name`, address)
 	if err != nil {
 		return nil, fmt.Errorf("list app passwords of %s: %w", address, err)
 	}
@@ -86,7 +86,7 @@ func (s *Store) RemoveAppPassword(ctx context.Context, address, name string) err
 
 // AppPasswordHashes returns the hashes of an account's app passwords (for login).
 func (s *Store) AppPasswordHashes(ctx context.Context, accountID int64) ([]string, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT hash FROM app_passwords WHERE account_id = ?`, accountID)
+	rows, err := s.rdb(ctx).QueryContext(ctx, `SELECT hash FROM app_passwords WHERE account_id = ?`, accountID)
 	if err != nil {
 		return nil, err
 	}

@@ -77,6 +77,10 @@ type pending struct {
 	claimed []QueueEntry // the rows written, when claim is set
 
 	seq uint64 // its intake journal record, 0: none (see journal.go)
+
+	// flush: no write, a reader asking the committer to commit its open transaction (see
+	// flushPending).
+	flush bool
 }
 
 // Deliver makes the one durable commit for c (see the package comment): it
@@ -270,13 +274,50 @@ func (s *Store) group(ctx context.Context, p *pending) error {
 func (s *Store) commitLoop() {
 	defer close(s.committerDone)
 	var wait *time.Timer
+	idle := time.NewTimer(time.Hour)
+	idle.Stop()
 	tailTries := 0 // tail checkpoints retried in a row (see tailCheckpoint)
-	for p := range s.commitc {
+	for {
+		var p *pending
+		ok := true
+		if d := s.def; d != nil {
+			// A transaction is open (see deferredTx): wait a moment for more to put in it.
+			age := time.Since(d.opened)
+			if d.commits >= deferMaxCommits || age >= s.deferMaxAge {
+				s.commitDeferred()
+				continue
+			}
+			idle.Reset(min(s.deferWait, s.deferMaxAge-age))
+			select {
+			case p, ok = <-s.commitc:
+				idle.Stop()
+			case <-idle.C:
+				s.commitDeferred()
+				continue
+			}
+		} else {
+			s.retryUnwritten()
+			if s.ckTail.Swap(false) && s.tailCheckpoint() && tailTries < 8 {
+				tailTries++
+				s.ckTail.Store(true)
+			} else {
+				tailTries = 0
+			}
+			p, ok = <-s.commitc
+		}
+		if !ok {
+			s.commitDeferred()
+			s.retryUnwritten()
+			return
+		}
 		if s.testHookDrain != nil {
 			s.testHookDrain()
 		}
 		batch, open := s.drain([]*pending{p})
-		if open && s.joinWait > 0 && onlyJoinable(batch) {
+		if batch = s.answerFlushes(batch); len(batch) == 0 {
+			continue
+		}
+		if s.def == nil && open && s.joinWait > 0 && onlyJoinable(batch) {
 			// Nothing waits for an fsync: give a message commit a moment to come and carry
 			// these writes (see groupTxJoin).
 			if wait == nil {
@@ -302,15 +343,33 @@ func (s *Store) commitLoop() {
 				}
 			}
 			wait.Stop()
+			if batch = s.answerFlushes(batch); len(batch) == 0 {
+				continue
+			}
 		}
 		s.commitBatch(batch)
-		if s.ckTail.Swap(false) && s.tailCheckpoint() && tailTries < 8 {
-			tailTries++
-			s.ckTail.Store(true)
+	}
+}
+
+// answerFlushes commits the open transaction if batch holds flush requests, answers them,
+// and returns the rest of batch.
+func (s *Store) answerFlushes(batch []*pending) []*pending {
+	rest := batch[:0]
+	var flushes []*pending
+	for _, p := range batch {
+		if p.flush {
+			flushes = append(flushes, p)
 		} else {
-			tailTries = 0
+			rest = append(rest, p)
 		}
 	}
+	if len(flushes) > 0 {
+		s.commitDeferred()
+		for _, p := range flushes {
+			p.done <- nil
+		}
+	}
+	return rest
 }
 
 // drain adds to batch what waits in commitc, up to maxBatch, without waiting. open is false
@@ -344,7 +403,7 @@ func onlyJoinable(batch []*pending) bool {
 func (s *Store) commitBatch(batch []*pending) {
 	// The committer's own context: a caller giving up must not abort a
 	// transaction shared with other callers.
-	ctx := context.Background()
+	ctx := s.cctx
 	answer := func(ps []*pending, err error) {
 		for _, p := range ps {
 			p.done <- err
@@ -359,7 +418,7 @@ func (s *Store) commitBatch(batch []*pending) {
 	}
 	began, err := s.writeBatch(ctx, batch)
 	if err == nil {
-		s.notifyBatch(batch)
+		s.notifyAfterCommit(batch)
 		answer(batch, nil)
 		return
 	}
@@ -375,7 +434,7 @@ func (s *Store) commitBatch(batch []*pending) {
 		one := []*pending{p}
 		_, err := s.writeBatch(ctx, one)
 		if err == nil {
-			s.notifyBatch(one)
+			s.notifyAfterCommit(one)
 		} else {
 			s.log.Warn("commit failed", "msgid", p.id, "err", err)
 		}
@@ -430,11 +489,19 @@ func (s *Store) writeBatch(ctx context.Context, batch []*pending) (began bool, e
 	for _, p := range batch {
 		lazy = lazy && p.op != nil && p.noSync
 	}
-	if lazy {
-		return s.withSyncNormal(ctx, func(tx *sql.Tx) error { return s.finishBatch(ctx, tx, batch, nil, nil) })
-	}
-	if s.journalable(batch) {
+	if s.journalable(batch) || lazy && s.def != nil {
 		return s.writeJournaled(ctx, batch)
+	}
+	// Every other write needs the writer connection, which an open transaction holds.
+	s.commitDeferred()
+	if lazy {
+		return s.withSyncNormal(ctx, func(tx *sql.Tx) error {
+			if err := s.writeRows(ctx, tx, batch); err != nil {
+				tx.Rollback()
+				return err
+			}
+			return s.commitTx(tx)
+		})
 	}
 	return s.writeFull(ctx, batch)
 }
@@ -478,71 +545,84 @@ func (s *Store) withSyncNormal(ctx context.Context, fn func(tx *sql.Tx) error) (
 // writeMessages writes the rows of batch in tx and commits it. When batch holds journal
 // records, the transaction also records the last one as applied.
 func (s *Store) writeMessages(ctx context.Context, tx *sql.Tx, batch []*pending) error {
+	err := s.writeRows(ctx, tx, batch)
+	if err == nil {
+		err = s.setApplied(ctx, tx, maxSeq(batch))
+	}
+	if err != nil {
+		tx.Rollback()
+		s.qids.reset() // a block reserved in this transaction is not recorded
+		return err
+	}
+	return s.commitTx(tx)
+}
+
+// writeRows runs every write of batch in tx: an op, or the rows of a message commit. It
+// neither commits nor rolls back.
+func (s *Store) writeRows(ctx context.Context, tx *sql.Tx, batch []*pending) error {
 	if s.testHookWrite != nil {
 		if err := s.testHookWrite(batch); err != nil {
-			tx.Rollback()
 			return err
 		}
 	}
 	var st txStmts
-	var err error
-	for _, x := range []struct {
-		st **sql.Stmt
-		q  string
-	}{{&st.msg, insertMessageSQL}, {&st.bump, bumpInboxSQL}, {&st.mbx, insertMbxMsgSQL}, {&st.queue, insertQueueSQL}} {
-		if *x.st, err = s.wstmt(ctx, tx, x.q); err != nil {
-			tx.Rollback()
-			return classify(err)
+	msgs := false
+	for _, p := range batch {
+		msgs = msgs || p.op == nil
+	}
+	if msgs {
+		var err error
+		for _, x := range []struct {
+			st **sql.Stmt
+			q  string
+		}{{&st.msg, insertMessageSQL}, {&st.bump, bumpInboxSQL}, {&st.mbx, insertMbxMsgSQL}, {&st.queue, insertQueueSQL}} {
+			if *x.st, err = s.wstmt(ctx, tx, x.q); err != nil {
+				return classify(err)
+			}
 		}
 	}
 	st.tx, st.ids = tx, &s.qids
 	t := s.now()
 	now, expires := unix(t), unix(t.Add(s.queueLifetime))
-	var end func() error
-	var seq uint64
-	for _, p := range batch {
-		seq = max(seq, p.seq)
-	}
-	if seq > 0 {
-		end = func() error {
-			applied, err := s.wstmt(ctx, tx, setAppliedSQL)
-			if err == nil {
-				_, err = applied.ExecContext(ctx, int64(seq))
-			}
-			if err != nil {
-				return fmt.Errorf("record journal position: %w", err)
-			}
-			return nil
-		}
-	}
-	err = s.finishBatch(ctx, tx, batch, func(p *pending) error { return st.write(ctx, p, now, expires) }, end)
-	if err != nil {
-		s.qids.reset() // a block reserved in this transaction is not recorded
-	}
-	return err
-}
-
-// finishBatch runs every write of batch in tx (an op, or write for a message commit), then
-// end if set, and commits; the first failure rolls the whole transaction back.
-func (s *Store) finishBatch(ctx context.Context, tx *sql.Tx, batch []*pending, write func(*pending) error, end func() error) error {
 	for _, p := range batch {
 		var err error
 		if p.op != nil {
 			err = p.op(ctx, tx)
 		} else {
-			err = write(p)
+			err = st.write(ctx, p, now, expires)
 		}
 		if err != nil {
-			tx.Rollback()
 			return classify(err)
 		}
 	}
-	if end != nil {
-		if err := end(); err != nil {
-			tx.Rollback()
-			return classify(err)
-		}
+	return nil
+}
+
+func maxSeq(batch []*pending) uint64 {
+	var seq uint64
+	for _, p := range batch {
+		seq = max(seq, p.seq)
 	}
+	return seq
+}
+
+// setApplied records seq, when not 0, as the last journal record applied (see journal.go).
+func (s *Store) setApplied(ctx context.Context, tx *sql.Tx, seq uint64) error {
+	if seq == 0 {
+		return nil
+	}
+	st, err := s.wstmt(ctx, tx, setAppliedSQL)
+	if err == nil {
+		_, err = st.ExecContext(ctx, int64(seq))
+	}
+	if err != nil {
+		return fmt.Errorf("record journal position: %w", classify(err))
+	}
+	return nil
+}
+
+// commitTx commits tx and counts it.
+func (s *Store) commitTx(tx *sql.Tx) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", classify(err))
 	}

@@ -119,7 +119,7 @@ func (s *Store) RemoveDomain(ctx context.Context, name string) error {
 
 // ListDomains returns all domains ordered by name.
 func (s *Store) ListDomains(ctx context.Context) ([]Domain, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT name, catch_all, created FROM domains ORDER BY name`)
+	rows, err := s.rdb(ctx).QueryContext(ctx, `SELECT name, catch_all, created FROM domains ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("list domains: %w", err)
 	}
@@ -145,7 +145,7 @@ func (s *Store) getDomainDB(ctx context.Context, name string) (Domain, error) {
 	name = key(name)
 	d := Domain{Name: name}
 	var created int64
-	err := s.r.QueryRowContext(ctx, `SELECT catch_all, created FROM domains WHERE name = ?`, name).Scan(&d.CatchAll, &created)
+	err := s.rdb(ctx).QueryRowContext(ctx, `SELECT catch_all, created FROM domains WHERE name = ?`, name).Scan(&d.CatchAll, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Domain{}, fmt.Errorf("domain %s: %w", name, ErrNotFound)
 	}
@@ -296,7 +296,7 @@ func scanAccount(row interface{ Scan(...any) error }) (Account, error) {
 // GetAccount returns one account by address or ErrNotFound.
 func (s *Store) getAccountDB(ctx context.Context, address string) (Account, error) {
 	address = key(address)
-	a, err := scanAccount(s.r.QueryRowContext(ctx, `SELECT `+accountColumns+` FROM accounts WHERE address = ?`, address))
+	a, err := scanAccount(s.rdb(ctx).QueryRowContext(ctx, `SELECT `+accountColumns+` FROM accounts WHERE address = ?`, address))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Account{}, fmt.Errorf("account %s: %w", address, ErrNotFound)
 	}
@@ -314,7 +314,7 @@ func (s *Store) ListAccounts(ctx context.Context, domain string) ([]Account, err
 		q = `SELECT ` + accountColumns + ` FROM accounts WHERE domain = ? ORDER BY address`
 		args = append(args, key(domain))
 	}
-	rows, err := s.r.QueryContext(ctx, q, args...)
+	rows, err := s.rdb(ctx).QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list accounts: %w", err)
 	}
@@ -407,7 +407,7 @@ func (s *Store) ListAliases(ctx context.Context, domain string) (map[string][]st
 }
 
 func (s *Store) aliases(ctx context.Context, q string, args ...any) (map[string][]string, error) {
-	rows, err := s.r.QueryContext(ctx, q, args...)
+	rows, err := s.rdb(ctx).QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -58,7 +58,7 @@ func (s *Store) AddDKIMKey(ctx context.Context, k DKIMKey) error {
 
 // DKIMKeys lists the keys of a domain ("" = every domain), by domain and selector.
 func (s *Store) DKIMKeys(ctx context.Context, domain string) ([]DKIMKey, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT domain, selector, algorithm, private_pem, created FROM dkim_keys
+	rows, err := s.rdb(ctx).QueryContext(ctx, `SELECT domain, selector, algorithm, private_pem, created FROM dkim_keys
 		WHERE ? = '' OR domain = ? ORDER BY domain, selector`, key(domain), key(domain))
 	if err != nil {
 		return nil, fmt.Errorf("DKIM keys of %s: %w", domain, err)

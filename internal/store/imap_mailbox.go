@@ -31,7 +31,7 @@ func scanMailbox(row interface{ Scan(...any) error }) (Mailbox, error) {
 // GetMailbox returns an account's mailbox by exact name (Messages is not filled in), or
 // ErrNotFound.
 func (s *Store) GetMailbox(ctx context.Context, accountID int64, name string) (Mailbox, error) {
-	m, err := scanMailbox(s.r.QueryRowContext(ctx, `SELECT `+mailboxColumns+` FROM mailboxes WHERE account_id = ? AND name = ?`, accountID, name))
+	m, err := scanMailbox(s.rdb(ctx).QueryRowContext(ctx, `SELECT `+mailboxColumns+` FROM mailboxes WHERE account_id = ? AND name = ?`, accountID, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Mailbox{}, fmt.Errorf("mailbox %q of account %d: %w", name, accountID, ErrNotFound)
 	}
@@ -196,7 +196,7 @@ type MailboxStatus struct {
 
 // GetMailboxStatus counts a mailbox's messages, unseen and deleted ones and their total size.
 func (s *Store) GetMailboxStatus(ctx context.Context, accountID int64, name string) (MailboxStatus, error) {
-	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	tx, err := s.rdb(ctx).BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return MailboxStatus{}, fmt.Errorf("status of mailbox %q: %w", name, err)
 	}

@@ -85,7 +85,7 @@ type MailboxSnapshot struct {
 // reads only the (mailbox_id, uid) key: one query for every UID, and one range lookup from the
 // mailbox's unseen_low mark for the first message without \Seen.
 func (s *Store) SnapshotMailbox(ctx context.Context, accountID int64, name string) (MailboxSnapshot, error) {
-	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	tx, err := s.rdb(ctx).BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return MailboxSnapshot{}, fmt.Errorf("snapshot mailbox %q: %w", name, err)
 	}
@@ -119,7 +119,7 @@ func (s *Store) SnapshotMailbox(ctx context.Context, accountID int64, name strin
 // FirstUnseen returns the UID of the first entry without \Seen, or 0.
 func (s *Store) FirstUnseen(ctx context.Context, mailboxID int64) (uint32, error) {
 	var uid int64
-	err := s.r.QueryRowContext(ctx, firstUnseenQuery, mailboxID).Scan(&uid)
+	err := s.rdb(ctx).QueryRowContext(ctx, firstUnseenQuery, mailboxID).Scan(&uid)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}
@@ -213,7 +213,7 @@ type MailboxChanges struct {
 // it costs one primary-key lookup.
 func (s *Store) ChangesSince(ctx context.Context, mailboxID int64, since uint64) (MailboxChanges, error) {
 	var ch MailboxChanges
-	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	tx, err := s.rdb(ctx).BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return ch, fmt.Errorf("changes of mailbox %d: %w", mailboxID, err)
 	}
@@ -274,7 +274,7 @@ func (s *Store) MessagesByUID(ctx context.Context, mailboxID int64, uids []uint3
 		return nil, nil
 	}
 	where, args := uidCond(mailboxID, uids)
-	rows, err := s.r.QueryContext(ctx, `
+	rows, err := s.rdb(ctx).QueryContext(ctx, `
 		SELECT mm.uid, mm.message_id, m.size, mm.flags, mm.modseq, mm.internal_date
 		FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id
 		WHERE `+where+` ORDER BY mm.uid`, args...)

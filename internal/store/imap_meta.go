@@ -111,7 +111,7 @@ func (s *Store) MessagesWithMeta(ctx context.Context, mailboxID int64, uids []ui
 		}
 	}
 	where, args := uidCond(mailboxID, uids)
-	rows, err := s.r.QueryContext(ctx, `
+	rows, err := s.rdb(ctx).QueryContext(ctx, `
 		SELECT mm.uid, mm.message_id, mm.flags, mm.modseq, mm.internal_date, `+strings.Join(sel, ", ")+`
 		FROM `+from+` WHERE `+where+` ORDER BY mm.uid`, args...)
 	if err != nil {
@@ -203,7 +203,7 @@ func (s *Store) GetMessageMeta(ctx context.Context, ids []string) (map[string]Me
 		for i, id := range part {
 			args[i] = id
 		}
-		rows, err := s.r.QueryContext(ctx, `SELECT message_id, header, structure, envelope, search FROM message_meta WHERE message_id IN (?`+strings.Repeat(",?", len(part)-1)+`)`, args...)
+		rows, err := s.rdb(ctx).QueryContext(ctx, `SELECT message_id, header, structure, envelope, search FROM message_meta WHERE message_id IN (?`+strings.Repeat(",?", len(part)-1)+`)`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("message meta: %w", err)
 		}
@@ -328,7 +328,7 @@ func (s *Store) SearchCandidates(ctx context.Context, mailboxID int64, needles [
 			AND NOT EXISTS (SELECT 1 FROM mailbox_search ms WHERE ms.mailbox_id = mm.mailbox_id AND ms.uid = mm.uid)`
 		args = append(args, mailboxID)
 	}
-	rows, err := s.r.QueryContext(ctx, q, args...)
+	rows, err := s.rdb(ctx).QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("search mailbox %d: %w", mailboxID, err)
 	}
@@ -353,7 +353,7 @@ func (s *Store) SearchCandidates(ctx context.Context, mailboxID int64, needles [
 // counts over the primary keys are all a fully cached mailbox costs.
 func (s *Store) searchMissing(ctx context.Context, mailboxID int64) (int64, error) {
 	var n int64
-	err := s.r.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM mailbox_messages WHERE mailbox_id = ?) - (SELECT COUNT(*) FROM mailbox_search WHERE mailbox_id = ?)`,
+	err := s.rdb(ctx).QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM mailbox_messages WHERE mailbox_id = ?) - (SELECT COUNT(*) FROM mailbox_search WHERE mailbox_id = ?)`,
 		mailboxID, mailboxID).Scan(&n)
 	return n, err
 }

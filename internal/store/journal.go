@@ -1,8 +1,10 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"yubin/internal/binenc"
 )
@@ -61,7 +64,7 @@ const journalSchema = `CREATE TABLE IF NOT EXISTS journal_applied (
 )`
 
 const setAppliedSQL = `INSERT INTO journal_applied (id, seq) VALUES (1, ?)
-	ON CONFLICT (id) DO UPDATE SET seq = excluded.seq`
+	ON CONFLICT (id) DO UPDATE SET seq = max(seq, excluded.seq)`
 
 type journal struct {
 	f       *os.File
@@ -94,27 +97,29 @@ func (s *Store) openJournal(ctx context.Context, size int64) error {
 	if size <= 0 {
 		size = defaultJournalSize
 	}
-	if _, err := s.w.ExecContext(ctx, journalSchema); err != nil {
-		return fmt.Errorf("journal table: %w", classify(err))
+	if err := s.prepareJournalTable(ctx); err != nil {
+		return err
 	}
-	st, err := s.w.PrepareContext(ctx, setAppliedSQL)
-	if err != nil {
-		return fmt.Errorf("journal table: %w", classify(err))
-	}
-	s.wst.put(setAppliedSQL, st)
-
 	path := filepath.Join(s.dir, journalName)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", path, classify(err))
 	}
-	if err := lockFile(f); err != nil {
+	// A CLI command may hold the lock for a moment, replaying what a crash left
+	// (recoverJournal); another server holds it for good.
+	for try := 0; ; try++ {
+		if err = lockFile(f); err == nil || try == 40 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
 		f.Close()
 		return fmt.Errorf("%s is in use by another yubin server on this data directory: %w", path, err)
 	}
 	j := &journal{f: f, size: size, dbPath: filepath.Join(s.dir, dbName)}
 	j.walPath = j.dbPath + "-wal"
-	if err := s.replayJournal(ctx, j); err != nil {
+	if j.seq, err = s.replayJournal(ctx, f); err != nil {
 		f.Close()
 		return err
 	}
@@ -141,29 +146,74 @@ func (s *Store) openJournal(ctx context.Context, size int64) error {
 	return nil
 }
 
-// replayJournal applies the records whose transaction SQLite does not have.
-func (s *Store) replayJournal(ctx context.Context, j *journal) error {
-	data, err := io.ReadAll(io.LimitReader(j.f, max(j.size, 64<<20)))
+// prepareJournalTable creates journal_applied where an older database lacks it and prepares
+// the statement that sets it.
+func (s *Store) prepareJournalTable(ctx context.Context) error {
+	if _, err := s.w.ExecContext(ctx, journalSchema); err != nil {
+		return fmt.Errorf("journal table: %w", classify(err))
+	}
+	st, err := s.w.PrepareContext(ctx, setAppliedSQL)
 	if err != nil {
-		return fmt.Errorf("read intake journal: %w", err)
+		return fmt.Errorf("journal table: %w", classify(err))
+	}
+	s.wst.put(setAppliedSQL, st)
+	return nil
+}
+
+// recoverJournal is what a Store without the journal (a CLI command) does at open: when no
+// server holds the journal and a crash left records in it that the database lacks (the
+// server's last open transaction), it writes them, as the server would at its next start.
+// A read-only command with nothing to recover writes nothing.
+func (s *Store) recoverJournal(ctx context.Context) error {
+	path := filepath.Join(s.dir, journalName)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, classify(err))
+	}
+	defer f.Close()
+	if lockFile(f) != nil {
+		return nil // a server runs: the journal is its own
+	}
+	_, err = s.replayJournal(ctx, f)
+	return err
+}
+
+// replayJournal writes the records of f whose transaction the database does not have, and
+// returns the highest sequence number in use (the journal's or the database's).
+func (s *Store) replayJournal(ctx context.Context, f *os.File) (uint64, error) {
+	data, err := io.ReadAll(io.LimitReader(f, 64<<20))
+	if err != nil {
+		return 0, fmt.Errorf("read intake journal: %w", err)
 	}
 	recs, last := scanJournal(data)
+	if len(recs) == 0 {
+		var applied uint64
+		s.w.QueryRowContext(ctx, `SELECT seq FROM journal_applied WHERE id = 1`).Scan(&applied) // absent: 0
+		return max(last, applied), nil
+	}
+	if s.wst.get(setAppliedSQL) == nil {
+		if err := s.prepareJournalTable(ctx); err != nil {
+			return 0, err
+		}
+	}
 	var applied uint64
 	err = s.w.QueryRowContext(ctx, `SELECT seq FROM journal_applied WHERE id = 1`).Scan(&applied)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("intake journal: %w", classify(err))
+		return 0, fmt.Errorf("intake journal: %w", classify(err))
 	}
-	j.seq = max(last, applied)
 	replayed := 0
 	for _, p := range recs {
 		if p.seq <= applied {
 			continue
 		}
-		// Not through the journal (s.j is not set yet): synchronous=FULL, and the
-		// transaction records p.seq as applied.
+		// Not through the journal (s.j is not set): synchronous=FULL, and the transaction
+		// records p.seq as applied.
 		if _, err := s.writeBatch(ctx, []*pending{p}); err != nil {
 			if errors.Is(err, ErrStorageFull) || !errors.Is(err, ErrNotFound) {
-				return fmt.Errorf("replay message %s from the intake journal: %w", p.id, err)
+				return 0, fmt.Errorf("replay message %s from the intake journal: %w", p.id, err)
 			}
 			// Its account is gone: nothing can take it.
 			s.log.Error("intake journal: message for a deleted account dropped", "msgid", p.id, "err", err)
@@ -174,7 +224,7 @@ func (s *Store) replayJournal(ctx context.Context, j *journal) error {
 	if replayed > 0 {
 		s.log.Warn("replayed messages from the intake journal that the database had lost", "messages", replayed)
 	}
-	return nil
+	return max(last, applied), nil
 }
 
 // reset makes the ring all zeros, size bytes long, and durable.
@@ -273,7 +323,7 @@ func (j *journal) close() error {
 // journalable reports whether batch can commit through the journal: at least one message,
 // each small, and no write that wants an fsync of its own.
 func (s *Store) journalable(batch []*pending) bool {
-	if s.j == nil || s.j.broken {
+	if s.j == nil || s.j.broken || len(s.unwritten) > 0 {
 		return false
 	}
 	msgs := 0
@@ -292,23 +342,52 @@ func (s *Store) journalable(batch []*pending) bool {
 	return msgs > 0
 }
 
-// writeJournaled commits batch through the journal (see the top of this file).
+// writeJournaled writes batch through the journal (see the top of this file) into the open
+// transaction, opening one if needed. A batch of lazy writes alone (no message) has no
+// record and only joins the open transaction.
 func (s *Store) writeJournaled(ctx context.Context, batch []*pending) (began bool, err error) {
 	j := s.j
 	b := j.encode(batch)
 	if int64(len(b)) > j.size/4 {
 		clearSeqs(batch)
+		s.commitDeferred()
 		return s.writeFull(ctx, batch)
 	}
-	j.req <- b
-	began, err = s.withSyncNormal(ctx, func(tx *sql.Tx) error { return s.writeMessages(ctx, tx, batch) })
+	if len(b) > 0 && j.head+int64(len(b)) > j.size {
+		// The writer goes back to the start of the ring, over records whose transaction
+		// must be committed first (it then fsyncs the WAL before writing).
+		s.commitDeferred()
+	}
+	if s.def == nil {
+		if err := s.openDeferred(ctx); err != nil {
+			clearSeqs(batch)
+			return false, err
+		}
+	}
+	if len(b) > 0 {
+		j.req <- b
+	}
+	err = s.writeRows(ctx, s.def.tx, batch)
+	if err != nil {
+		// SQLite may have rolled back the whole transaction: start over without this
+		// batch, whose caller gets err.
+		s.abortDeferred()
+	} else {
+		s.def.add(batch)
+	}
+	if len(b) == 0 {
+		return true, err
+	}
 	r := <-j.res
 	switch {
 	case r.err != nil && err == nil:
-		// The transaction is in the WAL but the record is not on disk: sync the WAL,
+		// The rows are written but the record is not on disk: commit and fsync the WAL,
 		// as synchronous=FULL would have, and stop using the journal.
 		j.broken = true
 		s.log.Error("intake journal write failed; commits fsync the database from now on", "err", r.err)
+		if cerr := s.commitDeferred(); cerr != nil {
+			return true, cerr
+		}
 		if serr := j.syncSQLite(); serr != nil {
 			return true, fmt.Errorf("commit: %w", classify(serr))
 		}
@@ -323,11 +402,176 @@ func (s *Store) writeJournaled(ctx context.Context, batch []*pending) (began boo
 			j.broken = true
 			s.log.Error("intake journal: could not void the records of a failed commit", "err", verr)
 		}
-	}
-	if err != nil {
 		clearSeqs(batch)
 	}
-	return began, err
+	return true, err
+}
+
+// deferredTx is the committer's open transaction. With the journal, a message commit is
+// durable once its record is fsynced, so the transaction that writes its rows need not end
+// with it: batches that come within deferWait of each other share one transaction, which
+// commits (without an fsync) when none comes, or after deferMaxCommits commits or
+// defaultDeferMaxAge. Pages that every message changes (the mailbox row, the ends of the indexes)
+// then go to the WAL once per transaction instead of once per message, which is most of
+// the WAL's bytes, and BEGIN and COMMIT are paid once.
+//
+// Until it commits, its rows are invisible to other connections: readers in this process
+// call flushPending first (so a read sees every commit Deliver has answered), subscribers
+// are notified after the commit, and another process (the CLI) sees new mail up to
+// defaultDeferMaxAge later. Other writers in this process wait for the writer connection it
+// holds, up to that long.
+type deferredTx struct {
+	conn    *sql.Conn
+	tx      *sql.Tx
+	opened  time.Time
+	commits int
+	seq     uint64       // the last journal record applied in it
+	batches [][]*pending // answered batches: notified after the commit, written again if it fails
+}
+
+const (
+	defaultDeferWait   = 2 * time.Millisecond
+	defaultDeferMaxAge = 10 * time.Millisecond
+	deferMaxCommits    = 64
+)
+
+// add records batch as written in d. The batches kept for notifying and for writing again
+// are copies: Deliver reuses a message's buffer once it is answered, and a message written
+// again goes to the queue unclaimed (the scheduler may already hold the claim written in d).
+func (d *deferredTx) add(batch []*pending) {
+	kept := make([]*pending, len(batch))
+	for i, p := range batch {
+		if p.op != nil {
+			kept[i] = p
+			continue
+		}
+		d.commits++
+		cp := *p
+		cp.data = bytes.Clone(p.data)
+		cp.claim, cp.claimed, cp.done = false, nil, nil
+		kept[i] = &cp
+	}
+	d.seq = max(d.seq, maxSeq(batch))
+	d.batches = append(d.batches, kept)
+}
+
+// openDeferred begins the open transaction on the writer connection, with
+// synchronous=NORMAL: its durability is the journal's.
+func (s *Store) openDeferred(ctx context.Context) error {
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", classify(err))
+	}
+	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
+		conn.Close()
+		return fmt.Errorf("begin: %w", classify(err))
+	}
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		s.releaseConn(conn)
+		return fmt.Errorf("begin: %w", classify(err))
+	}
+	s.def = &deferredTx{conn: conn, tx: tx, opened: time.Now()}
+	s.deferOpen.Store(true)
+	return nil
+}
+
+// releaseConn sets the writer connection back to synchronous=FULL and returns it to the pool.
+func (s *Store) releaseConn(conn *sql.Conn) {
+	if _, err := conn.ExecContext(context.Background(), `PRAGMA synchronous = FULL`); err != nil {
+		// Never hand back a connection that would commit messages without fsync:
+		// ErrBadConn makes database/sql close it instead.
+		s.log.Error("restore synchronous=FULL failed, dropping the connection", "err", err)
+		conn.Raw(func(any) error { return driver.ErrBadConn })
+	}
+	conn.Close()
+}
+
+// commitDeferred commits the open transaction, if any, and notifies the subscribers of its
+// messages. If the commit fails, its batches (answered already, and durable in the journal)
+// are written again, one transaction each, with an fsync; an error means some of them could
+// not be, and wait in the journal for the next start.
+func (s *Store) commitDeferred() error {
+	d := s.def
+	if d == nil {
+		return nil
+	}
+	s.def = nil
+	err := s.setApplied(s.cctx, d.tx, d.seq)
+	if err == nil {
+		err = s.commitTx(d.tx)
+	} else {
+		d.tx.Rollback()
+	}
+	s.releaseConn(d.conn)
+	s.deferOpen.Store(false)
+	if err != nil {
+		s.log.Error("commit failed, writing its messages again", "batches", len(d.batches), "err", err)
+		return s.rewrite(d.batches)
+	}
+	for _, b := range d.batches {
+		s.notifyBatch(b)
+	}
+	return nil
+}
+
+// abortDeferred rolls the open transaction back and writes its answered batches again.
+func (s *Store) abortDeferred() {
+	d := s.def
+	s.def = nil
+	d.tx.Rollback()
+	s.qids.reset()
+	s.releaseConn(d.conn)
+	s.deferOpen.Store(false)
+	s.rewrite(d.batches)
+}
+
+// rewrite writes batches that were answered in a transaction that did not commit, each in a
+// transaction of its own with an fsync (their ops may run again, as groupTx allows). Those
+// that fail (a full disk) are kept and tried again before every later write
+// (retryUnwritten); meanwhile their journal records must stay, so nothing goes through the
+// journal.
+func (s *Store) rewrite(batches [][]*pending) error {
+	s.unwritten = append(s.unwritten, batches...)
+	return s.retryUnwritten()
+}
+
+// retryUnwritten writes what rewrite could not, in order, up to the first failure.
+func (s *Store) retryUnwritten() error {
+	for len(s.unwritten) > 0 {
+		b := s.unwritten[0]
+		if _, err := s.writeFull(s.cctx, b); err != nil {
+			s.log.Error("answered messages not yet in the database; they are written again before the next commit, or replayed from the intake journal at the next start",
+				"messages", len(s.unwritten), "err", err)
+			return err
+		}
+		s.unwritten = s.unwritten[1:]
+		s.notifyBatch(b)
+	}
+	s.unwritten = nil
+	return nil
+}
+
+// notifyAfterCommit notifies the subscribers of batch's messages now, or when the open
+// transaction that holds them commits.
+func (s *Store) notifyAfterCommit(batch []*pending) {
+	if s.def == nil {
+		s.notifyBatch(batch)
+	}
+	// else: commitDeferred notifies every batch it holds.
+}
+
+// committerKey marks the committer's context: a read made inside a write (an op) must not
+// wait for the committer (flushPending).
+type committerKey struct{}
+
+// flushPending makes the committer commit its open transaction, if any, so that what
+// follows reads every commit Deliver has answered.
+func (s *Store) flushPending(ctx context.Context) {
+	if !s.deferOpen.Load() || ctx.Value(committerKey{}) != nil {
+		return
+	}
+	s.group(context.WithoutCancel(ctx), &pending{flush: true, done: make(chan error, 1)})
 }
 
 func clearSeqs(batch []*pending) {

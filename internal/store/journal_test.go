@@ -359,3 +359,155 @@ func TestJournalWriteFailure(t *testing.T) {
 		t.Errorf("the journal's position moved to %d after a failed write", s.j.head)
 	}
 }
+
+// holdOpen keeps the committer's open transaction open until something commits it.
+func holdOpen(s *Store) {
+	s.deferWait, s.deferMaxAge = time.Hour, time.Hour
+}
+
+func countIn(t *testing.T, s *Store, acct int64) int {
+	t.Helper()
+	var n int
+	if err := s.r.QueryRow(`SELECT COUNT(*) FROM mailbox_messages mm JOIN mailboxes m ON m.id = mm.mailbox_id WHERE m.account_id = ?`, acct).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// A journaled commit's rows wait in the committer's open transaction: another connection
+// does not see them yet, a read through the Store does (it has the committer commit first).
+func TestOpenTransactionReadYourWrites(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := Open(context.Background(), dir, Options{Journal: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	holdOpen(s) // before the first commit: the committer reads it when a transaction is open
+	a := mustAccount(t, s, "ana@example.org")
+	deliverInline(t, s, a.ID, "one")
+	deliverInline(t, s, a.ID, "two")
+	if !s.deferOpen.Load() {
+		t.Fatal("no transaction was left open after two journaled commits")
+	}
+	if n := countIn(t, s, a.ID); n != 0 {
+		t.Fatalf("another connection sees %d messages of an open transaction", n)
+	}
+	if got := inboxBodies(t, s, a.ID); !reflect.DeepEqual(got, []string{"one", "two"}) {
+		t.Fatalf("the Store reads %q, want both messages", got)
+	}
+	if s.deferOpen.Load() {
+		t.Error("the read did not commit the open transaction")
+	}
+	if n := countIn(t, s, a.ID); n != 2 {
+		t.Errorf("after the commit another connection sees %d messages, want 2", n)
+	}
+	if s.txCount.Load() != 1 {
+		t.Errorf("%d transactions for two commits held open together, want 1", s.txCount.Load())
+	}
+}
+
+// Without a read, the open transaction commits by itself a moment after the last commit.
+func TestOpenTransactionCommitsWhenIdle(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := openTestStore(t, dir, Options{Journal: true})
+	a := mustAccount(t, s, "ana@example.org")
+	deliverInline(t, s, a.ID, "one")
+	for deadline := time.Now().Add(5 * time.Second); countIn(t, s, a.ID) != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the open transaction did not commit within 5s")
+		}
+	}
+}
+
+// A batch that fails inside the open transaction does not take the commits answered before
+// it in the same transaction: they are written again; the failed one is voided.
+func TestOpenTransactionFailureKeepsAnswered(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := Open(context.Background(), dir, Options{Journal: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	holdOpen(s)
+	a := mustAccount(t, s, "ana@example.org")
+	deliverInline(t, s, a.ID, "kept")
+	if !s.deferOpen.Load() {
+		t.Fatal("no transaction was left open")
+	}
+	boom := errors.New("injected failure")
+	s.testHookWrite = func(batch []*pending) error {
+		for _, p := range batch {
+			if string(p.data) == "refused" {
+				return boom
+			}
+		}
+		return nil
+	}
+	w, err := s.NewBufferedBlob()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("refused"))
+	if err := s.Deliver(context.Background(), &Commit{Blob: w, Recipients: []Recipient{local(a.ID)}}); !errors.Is(err, boom) {
+		t.Fatalf("Deliver: %v, want the injected failure", err)
+	}
+	if s.j.broken {
+		t.Error("writing the answered commit again failed")
+	}
+	if n := countIn(t, s, a.ID); n != 1 {
+		t.Errorf("another connection sees %d messages after the failure, want the answered one", n)
+	}
+	s.Close()
+	s = openTestStore(t, dir, Options{Journal: true})
+	if got := inboxBodies(t, s, a.ID); !reflect.DeepEqual(got, []string{"kept"}) {
+		t.Errorf("after a restart INBOX holds %q, want only the answered message", got)
+	}
+}
+
+// A crash loses the committer's open transaction. Its messages are in the journal: a CLI
+// command opening the data directory before the server starts again writes them (as the
+// server would at its start), and the server then does not write them twice.
+func TestCLIRecoversOpenTransaction(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := Open(context.Background(), dir, Options{Journal: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	a := mustAccount(t, s, "ana@example.org")
+	deliverInline(t, s, a.ID, "committed")
+	inboxBodies(t, s, a.ID) // commits it
+	holdOpen(s)
+	deliverInline(t, s, a.ID, "in the open transaction")
+	if !s.deferOpen.Load() {
+		t.Fatal("no transaction was left open")
+	}
+	// The data directory as a kill -9 leaves it now: copy the files the server has open.
+	crashed := t.TempDir()
+	for _, name := range []string{dbName, dbName + "-wal", dbName + "-shm", journalName} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(crashed, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{"committed", "in the open transaction"}
+	cli := openTestStore(t, crashed, Options{})
+	if got := inboxBodies(t, cli, a.ID); !reflect.DeepEqual(got, want) {
+		t.Fatalf("the CLI reads %q after the crash, want %q", got, want)
+	}
+	cli.Close()
+	srv := openTestStore(t, crashed, Options{Journal: true})
+	if got := inboxBodies(t, srv, a.ID); !reflect.DeepEqual(got, want) {
+		t.Errorf("the restarted server reads %q, want %q", got, want)
+	}
+}

@@ -34,7 +34,7 @@ type MessageInfo struct {
 // ListMailboxes returns an account's mailboxes, INBOX first, then by name.
 // An unknown account has no mailboxes.
 func (s *Store) ListMailboxes(ctx context.Context, accountID int64) ([]Mailbox, error) {
-	rows, err := s.r.QueryContext(ctx, `
+	rows, err := s.rdb(ctx).QueryContext(ctx, `
 		SELECT m.id, m.account_id, m.name, m.special_use, m.uidvalidity, m.uidnext, m.highestmodseq, m.subscribed,
 			(SELECT COUNT(*) FROM mailbox_messages mm WHERE mm.mailbox_id = m.id)
 		FROM mailboxes m WHERE m.account_id = ?
@@ -64,14 +64,14 @@ func (s *Store) ListMailboxes(ctx context.Context, accountID int64) ([]Mailbox, 
 // ErrNotFound if there is no such mailbox.
 func (s *Store) ListMessages(ctx context.Context, accountID int64, mailbox string) ([]MessageInfo, error) {
 	var mboxID int64
-	err := s.r.QueryRowContext(ctx, `SELECT id FROM mailboxes WHERE account_id = ? AND name = ?`, accountID, mailbox).Scan(&mboxID)
+	err := s.rdb(ctx).QueryRowContext(ctx, `SELECT id FROM mailboxes WHERE account_id = ? AND name = ?`, accountID, mailbox).Scan(&mboxID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("mailbox %q of account %d: %w", mailbox, accountID, ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("mailbox %q of account %d: %w", mailbox, accountID, err)
 	}
-	rows, err := s.r.QueryContext(ctx, `
+	rows, err := s.rdb(ctx).QueryContext(ctx, `
 		SELECT mm.uid, mm.message_id, m.size, mm.flags, mm.modseq, mm.internal_date
 		FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id
 		WHERE mm.mailbox_id = ? ORDER BY mm.uid`, mboxID)
@@ -103,7 +103,7 @@ func (s *Store) ListMessages(ctx context.Context, accountID int64, mailbox strin
 // QueueLen returns the number of queue rows (remote recipients not yet done).
 func (s *Store) QueueLen(ctx context.Context) (int, error) {
 	var n int
-	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM queue`).Scan(&n); err != nil {
+	if err := s.rdb(ctx).QueryRowContext(ctx, `SELECT COUNT(*) FROM queue`).Scan(&n); err != nil {
 		return 0, fmt.Errorf("queue length: %w", err)
 	}
 	return n, nil

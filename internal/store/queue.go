@@ -583,7 +583,7 @@ func (s *Store) removeFiles(paths []string) {
 
 // ListQueue returns every queue entry, oldest first.
 func (s *Store) ListQueue(ctx context.Context) ([]QueueEntry, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+queueCols+` FROM queue q JOIN messages m ON m.id = q.message_id ORDER BY q.id`)
+	rows, err := s.rdb(ctx).QueryContext(ctx, `SELECT `+queueCols+` FROM queue q JOIN messages m ON m.id = q.message_id ORDER BY q.id`)
 	if err != nil {
 		return nil, fmt.Errorf("list queue: %w", err)
 	}
@@ -604,7 +604,7 @@ func (s *Store) ListQueue(ctx context.Context) ([]QueueEntry, error) {
 
 // GetQueueEntry returns one queue entry; ErrNotFound if there is none with that id.
 func (s *Store) GetQueueEntry(ctx context.Context, id int64) (QueueEntry, error) {
-	e, err := scanQueueEntry(s.r.QueryRowContext(ctx, `SELECT `+queueCols+` FROM queue q JOIN messages m ON m.id = q.message_id WHERE q.id = ?`, id))
+	e, err := scanQueueEntry(s.rdb(ctx).QueryRowContext(ctx, `SELECT `+queueCols+` FROM queue q JOIN messages m ON m.id = q.message_id WHERE q.id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return e, fmt.Errorf("queue entry %d: %w", id, ErrNotFound)
 	}
@@ -616,7 +616,7 @@ func (s *Store) GetQueueEntry(ctx context.Context, id int64) (QueueEntry, error)
 
 // QueueTimeline returns the recorded attempts of a queue entry, oldest first.
 func (s *Store) QueueTimeline(ctx context.Context, id int64) ([]QueueAttempt, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT time, mx, ip, tls, reply FROM queue_attempts WHERE queue_id = ? ORDER BY id`, id)
+	rows, err := s.rdb(ctx).QueryContext(ctx, `SELECT time, mx, ip, tls, reply FROM queue_attempts WHERE queue_id = ? ORDER BY id`, id)
 	if err != nil {
 		return nil, fmt.Errorf("timeline of queue entry %d: %w", id, err)
 	}

@@ -91,7 +91,15 @@ func (s *Store) rstmt(ctx context.Context, q string) (*sql.Stmt, error) {
 }
 
 // rquery runs the reader query q (a prepared statement, see rstmt).
+// rdb returns the reader pool for a read that must see every commit Deliver has answered
+// (see flushPending).
+func (s *Store) rdb(ctx context.Context) *sql.DB {
+	s.flushPending(ctx)
+	return s.r
+}
+
 func (s *Store) rquery(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	s.flushPending(ctx)
 	st, err := s.rstmt(ctx, q)
 	if err != nil {
 		return nil, err
@@ -101,6 +109,7 @@ func (s *Store) rquery(ctx context.Context, q string, args ...any) (*sql.Rows, e
 
 // rrow runs the reader query q for one row; errors surface at Scan as with QueryRowContext.
 func (s *Store) rrow(ctx context.Context, q string, args ...any) *sql.Row {
+	s.flushPending(ctx)
 	st, err := s.rstmt(ctx, q)
 	if err != nil {
 		// QueryRowContext on the pool reports the same preparation error at Scan.

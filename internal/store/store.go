@@ -134,7 +134,15 @@ type Store struct {
 
 	w *sql.DB  // the writer: one connection
 	j *journal // the intake journal (Options.Journal), nil without
-	r *sql.DB  // the readers: read-only pool
+
+	// The committer's open transaction (deferredTx), nil when none; deferOpen tells readers.
+	def         *deferredTx
+	deferOpen   atomic.Bool
+	unwritten   [][]*pending    // committer: answered batches a failed commit left out (rewrite)
+	deferWait   time.Duration   // how long it waits for more (defaultDeferWait; tests)
+	deferMaxAge time.Duration   // its longest life (defaultDeferMaxAge; tests)
+	cctx        context.Context // the committer's context (committerKey)
+	r           *sql.DB         // the readers: read-only pool
 
 	// Prepared statements (stmt.go): the writer's, prepared at open, and the readers'.
 	wst, rst stmtCache
@@ -199,6 +207,9 @@ func Open(ctx context.Context, dir string, opt Options) (*Store, error) {
 		live:          map[string]struct{}{},
 		syncedDays:    map[string]bool{},
 		committerDone: make(chan struct{}),
+		cctx:          context.WithValue(context.Background(), committerKey{}, true),
+		deferWait:     defaultDeferWait,
+		deferMaxAge:   defaultDeferMaxAge,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -254,6 +265,13 @@ func Open(ctx context.Context, dir string, opt Options) (*Store, error) {
 	}
 	if opt.Journal {
 		if err := s.openJournal(ctx, opt.JournalSize); err != nil {
+			s.wst.close()
+			s.w.Close()
+			s.r.Close()
+			return nil, fmt.Errorf("open store %s: %w", dir, err)
+		}
+	} else {
+		if err := s.recoverJournal(ctx); err != nil {
 			s.wst.close()
 			s.w.Close()
 			s.r.Close()
