@@ -20,22 +20,26 @@ import (
 // The intake journal (intake.journal in the data directory) takes the fsync of a message
 // commit off SQLite's critical path. A server's Store (Options.Journal) writes each batch of
 // small message commits twice, at the same time: as records appended to the journal, which
-// it fdatasyncs, and as the usual SQLite transaction, which it commits with
-// synchronous=NORMAL (no fsync of the WAL). A commit is answered when both are done, so it is
-// durable (the journal record is on disk) and visible (the rows are in the database) as
-// before; but the transaction's CPU work and the journal's fsync, which writes one short
-// record instead of SQLite's six 8 KiB pages, now overlap. One session sending one message
-// at a time waits for the longer of the two instead of their sum.
+// it fdatasyncs, and as rows in the committer's open SQLite transaction (deferredTx), which
+// commits later with synchronous=NORMAL (no fsync of the WAL). A commit is answered when
+// both are done: it is durable (the journal record is on disk) and every read through the
+// Store sees it (a read first has the committer commit). The transaction's CPU work and the
+// journal's fsync, which writes one short record instead of SQLite's six 8 KiB pages, overlap;
+// and the open transaction carries the next batches too, so the pages every message changes
+// are written once per transaction. One session sending one message at a time waits for the
+// longer of its two halves instead of their sum.
 //
 // The journal is a ring of a fixed size, written from the start again when a batch does not
 // fit before its end. Every transaction records the last journal sequence number it applied
-// (table journal_applied), so after a crash or a power loss that took SQLite's last
-// unsynced transactions with it, Open replays exactly the records whose transaction was lost:
-// those with a higher number. A record may be overwritten only once its transaction is
-// durable in SQLite: before writing over the start of the ring again, the journal fsyncs
-// SQLite's WAL (every batch written before has been applied by then, because the committer
-// waits for each). A transaction that fails after its records were written voids them (and
-// fsyncs that) before the commit is refused, so that a refused message never comes back.
+// (table journal_applied), so after a crash (which loses the open transaction) or a power
+// loss (which may lose SQLite's last unsynced transactions), Open replays exactly the records
+// whose transaction was lost: those with a higher number. The server does at its start; any
+// other Store (a CLI command) does when no server holds the journal's lock. A record may be
+// overwritten only once its transaction is durable in SQLite: before writing over the start
+// of the ring again, the committer commits its open transaction and the journal fsyncs
+// SQLite's WAL. A batch that fails after its records were written voids them (and fsyncs
+// that) before the commit is refused, so that a refused message never comes back; the
+// batches answered before it in the same open transaction are written again.
 //
 // Batches holding a message stored inside the database over journalMaxData, and batches that
 // carry writes needing their own fsync (groupTx), take the old path: synchronous=FULL, one

@@ -35,7 +35,9 @@
 //     messages row, one mailbox entry per local account and one queue row per
 //     remote recipient. The commit costs one WAL fsync for the whole batch; or, in
 //     the server (Options.Journal) and for small messages, one fsync of a short
-//     record in the intake journal, made while the transaction runs (journal.go).
+//     record in the intake journal, made while the rows are written into a
+//     transaction that stays open for the next batches and commits when the
+//     committer is idle (journal.go).
 //  3. Each waiting Deliver gets its own result. If the batch transaction
 //     fails, the commits are retried one by one so one bad commit cannot fail
 //     the others. A failed Deliver removes its blob file: nothing is
