@@ -231,27 +231,48 @@ func TestJournalReplaysLostTransactions(t *testing.T) {
 	}
 }
 
-// A commit whose transaction failed after its record was written is refused, and its record
-// is voided: it does not come back at the next start.
-func TestJournalVoidsFailedCommit(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	s, err := Open(context.Background(), dir, Options{Journal: true})
+// openServer opens a Store on dir that the test closes itself (a deferred Close is harmless).
+func openServer(t *testing.T, dir string, opt Options) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), dir, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := mustAccount(t, s, "ana@example.org")
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// deliverRefused delivers the message "refused" with every transaction holding it made to
+// fail, and checks that Deliver reports the failure.
+func deliverRefused(t *testing.T, s *Store, acct int64) {
+	t.Helper()
 	boom := errors.New("injected failure")
-	s.testHookWrite = func([]*pending) error { return boom }
+	s.testHookWrite = func(batch []*pending) error {
+		for _, p := range batch {
+			if string(p.data) == "refused" {
+				return boom
+			}
+		}
+		return nil
+	}
 	w, err := s.NewBufferedBlob()
 	if err != nil {
 		t.Fatal(err)
 	}
 	w.Write([]byte("refused"))
-	if err := s.Deliver(context.Background(), &Commit{Blob: w, Recipients: []Recipient{local(a.ID)}}); !errors.Is(err, boom) {
+	if err := s.Deliver(context.Background(), &Commit{Blob: w, Recipients: []Recipient{local(acct)}}); !errors.Is(err, boom) {
 		t.Fatalf("Deliver: %v, want the injected failure", err)
 	}
-	s.testHookWrite = nil
+}
+
+// A commit whose transaction failed after its record was written is refused, and its record
+// is voided: it does not come back at the next start.
+func TestJournalVoidsFailedCommit(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := openServer(t, dir, Options{Journal: true})
+	a := mustAccount(t, s, "ana@example.org")
+	deliverRefused(t, s, a.ID)
 	deliverInline(t, s, a.ID, "kept")
 	s.Close()
 	if recs, last := journalRecords(t, dir); len(recs) != 1 || last != 2 {
@@ -271,10 +292,7 @@ func TestJournalWrapsRing(t *testing.T) {
 	snap := filepath.Join(t.TempDir(), "snap.db")
 	db := filepath.Join(dir, dbName)
 	opt := Options{Journal: true, JournalSize: 4096}
-	s, err := Open(context.Background(), dir, opt)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openServer(t, dir, opt)
 	a := mustAccount(t, s, "ana@example.org")
 	body := func(i int) string { return fmt.Sprintf("%03d %s", i, strings.Repeat("x", 300)) }
 	var want []string
@@ -287,10 +305,7 @@ func TestJournalWrapsRing(t *testing.T) {
 		t.Errorf("the ring went round %d times, want at least 3", s.j.wraps)
 	}
 	copyDB(t, db, snap)
-	s, err = Open(context.Background(), dir, opt)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = openServer(t, dir, opt)
 	for i := 40; i < 45; i++ {
 		deliverInline(t, s, a.ID, body(i))
 		want = append(want, body(i))
@@ -379,11 +394,7 @@ func countIn(t *testing.T, s *Store, acct int64) int {
 func TestOpenTransactionReadYourWrites(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	s, err := Open(context.Background(), dir, Options{Journal: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openServer(t, dir, Options{Journal: true})
 	holdOpen(s) // before the first commit: the committer reads it when a transaction is open
 	a := mustAccount(t, s, "ana@example.org")
 	deliverInline(t, s, a.ID, "one")
@@ -427,33 +438,14 @@ func TestOpenTransactionCommitsWhenIdle(t *testing.T) {
 func TestOpenTransactionFailureKeepsAnswered(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	s, err := Open(context.Background(), dir, Options{Journal: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openServer(t, dir, Options{Journal: true})
 	holdOpen(s)
 	a := mustAccount(t, s, "ana@example.org")
 	deliverInline(t, s, a.ID, "kept")
 	if !s.deferOpen.Load() {
 		t.Fatal("no transaction was left open")
 	}
-	boom := errors.New("injected failure")
-	s.testHookWrite = func(batch []*pending) error {
-		for _, p := range batch {
-			if string(p.data) == "refused" {
-				return boom
-			}
-		}
-		return nil
-	}
-	w, err := s.NewBufferedBlob()
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.Write([]byte("refused"))
-	if err := s.Deliver(context.Background(), &Commit{Blob: w, Recipients: []Recipient{local(a.ID)}}); !errors.Is(err, boom) {
-		t.Fatalf("Deliver: %v, want the injected failure", err)
-	}
+	deliverRefused(t, s, a.ID)
 	if s.j.broken {
 		t.Error("writing the answered commit again failed")
 	}
@@ -473,11 +465,7 @@ func TestOpenTransactionFailureKeepsAnswered(t *testing.T) {
 func TestCLIRecoversOpenTransaction(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	s, err := Open(context.Background(), dir, Options{Journal: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openServer(t, dir, Options{Journal: true})
 	a := mustAccount(t, s, "ana@example.org")
 	deliverInline(t, s, a.ID, "committed")
 	inboxBodies(t, s, a.ID) // commits it
