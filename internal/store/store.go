@@ -104,9 +104,11 @@ type Options struct {
 	// database file (see checkpointLoop). 0: 250ms.
 	CheckpointEvery time.Duration
 	// Journal: small message commits are made durable by the intake journal (journal.go)
-	// rather than by an fsync of SQLite's WAL; Open replays what a crash left in it. For the
-	// server's Store only: one process per data directory may have it (Open fails when
-	// another holds it), and a CLI command beside the server must not.
+	// rather than by an fsync of SQLite's WAL, and their rows wait in a transaction kept open
+	// for the next commits; Open replays what a crash left in the journal. For the server's
+	// Store only: one process per data directory may have it (Open fails when another holds
+	// it). A Store without it (a CLI command) replays a crashed server's journal when no
+	// server holds it.
 	Journal bool
 	// JournalSize is the size of the journal's ring in bytes. 0: 1 MiB.
 	JournalSize int64
