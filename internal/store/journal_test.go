@@ -215,9 +215,7 @@ func TestJournalReplaysLostTransactions(t *testing.T) {
 	copyDB(t, snap, db) // SQLite lost "two" and "three"
 
 	s = open()
-	if got, want := inboxBodies(t, s, a.ID), []string{"one", "two", "three"}; !reflect.DeepEqual(got, want) {
-		t.Errorf("after replay INBOX holds %q, want %q", got, want)
-	}
+	wantInbox(t, "after replay", s, a.ID, "one", "two", "three")
 	if got, want := uids(t, s, a.ID), []uint32{1, 2, 3}; !reflect.DeepEqual(got, want) {
 		t.Errorf("UIDs %v, want %v", got, want)
 	}
@@ -226,9 +224,7 @@ func TestJournalReplaysLostTransactions(t *testing.T) {
 
 	s = open() // nothing lost this time: nothing replayed
 	defer s.Close()
-	if got, want := inboxBodies(t, s, a.ID), []string{"one", "two", "three", "four"}; !reflect.DeepEqual(got, want) {
-		t.Errorf("after a clean restart INBOX holds %q, want %q", got, want)
-	}
+	wantInbox(t, "after a clean restart", s, a.ID, "one", "two", "three", "four")
 }
 
 // openServer opens a Store on dir that the test closes itself (a deferred Close is harmless).
@@ -240,6 +236,22 @@ func openServer(t *testing.T, dir string, opt Options) *Store {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// newJournaled opens a server Store on a new directory with one account (see openServer).
+func newJournaled(t *testing.T) (dir string, s *Store, acct int64) {
+	t.Helper()
+	dir = t.TempDir()
+	s = openServer(t, dir, Options{Journal: true})
+	return dir, s, mustAccount(t, s, "ana@example.org").ID
+}
+
+// wantInbox checks the bodies of acct's INBOX, in UID order.
+func wantInbox(t *testing.T, when string, s *Store, acct int64, want ...string) {
+	t.Helper()
+	if got := inboxBodies(t, s, acct); !reflect.DeepEqual(got, want) {
+		t.Errorf("%s: INBOX holds %q, want %q", when, got, want)
+	}
 }
 
 // deliverRefused delivers the message "refused" with every transaction holding it made to
@@ -269,19 +281,15 @@ func deliverRefused(t *testing.T, s *Store, acct int64) {
 // is voided: it does not come back at the next start.
 func TestJournalVoidsFailedCommit(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	s := openServer(t, dir, Options{Journal: true})
-	a := mustAccount(t, s, "ana@example.org")
-	deliverRefused(t, s, a.ID)
-	deliverInline(t, s, a.ID, "kept")
+	dir, s, acct := newJournaled(t)
+	deliverRefused(t, s, acct)
+	deliverInline(t, s, acct, "kept")
 	s.Close()
 	if recs, last := journalRecords(t, dir); len(recs) != 1 || last != 2 {
 		t.Fatalf("journal holds %d live records up to %d, want 1 (the voided one skipped) up to 2", len(recs), last)
 	}
 	s = openTestStore(t, dir, Options{Journal: true})
-	if got := inboxBodies(t, s, a.ID); !reflect.DeepEqual(got, []string{"kept"}) {
-		t.Errorf("INBOX holds %q, want only the kept message", got)
-	}
+	wantInbox(t, "after a restart", s, acct, "kept")
 }
 
 // A ring far smaller than the traffic goes round many times; every message is stored once,
@@ -313,21 +321,18 @@ func TestJournalWrapsRing(t *testing.T) {
 	s.Close()
 	copyDB(t, snap, db)
 	s = openTestStore(t, dir, opt)
-	if got := inboxBodies(t, s, a.ID); !reflect.DeepEqual(got, want) {
-		t.Errorf("INBOX holds %d messages, want %d in order", len(got), len(want))
-	}
+	wantInbox(t, "after the ring went round and a lost transaction", s, a.ID, want...)
 }
 
 // Only small messages are journaled; a large one keeps SQLite's own fsync.
 func TestJournalOnlySmallMessages(t *testing.T) {
 	t.Parallel()
-	s := newTestStore(t, Options{Journal: true})
-	a := mustAccount(t, s, "ana@example.org")
-	deliverInline(t, s, a.ID, strings.Repeat("y", journalMaxData+1))
+	_, s, acct := newJournaled(t)
+	deliverInline(t, s, acct, strings.Repeat("y", journalMaxData+1))
 	if s.j.head != 0 {
 		t.Errorf("a %d-byte message went through the journal", journalMaxData+1)
 	}
-	deliverInline(t, s, a.ID, "small")
+	deliverInline(t, s, acct, "small")
 	if s.j.head == 0 {
 		t.Error("a small message did not go through the journal")
 	}
@@ -353,8 +358,7 @@ func TestJournalLocked(t *testing.T) {
 // instead and still succeeds; later commits do without the journal.
 func TestJournalWriteFailure(t *testing.T) {
 	t.Parallel()
-	s := newTestStore(t, Options{Journal: true})
-	a := mustAccount(t, s, "ana@example.org")
+	_, s, acct := newJournaled(t)
 	ro, err := os.Open(filepath.Join(s.dir, journalName)) // writes to it fail
 	if err != nil {
 		t.Fatal(err)
@@ -362,14 +366,12 @@ func TestJournalWriteFailure(t *testing.T) {
 	good := s.j.f
 	s.j.f = ro
 	t.Cleanup(func() { good.Close() })
-	deliverInline(t, s, a.ID, "one")
+	deliverInline(t, s, acct, "one")
 	if !s.j.broken {
 		t.Fatal("a failed journal write did not take the journal out of use")
 	}
-	deliverInline(t, s, a.ID, "two")
-	if got := inboxBodies(t, s, a.ID); !reflect.DeepEqual(got, []string{"one", "two"}) {
-		t.Errorf("INBOX holds %q, want one and two", got)
-	}
+	deliverInline(t, s, acct, "two")
+	wantInbox(t, "after the failed journal write", s, acct, "one", "two")
 	if s.j.head != 0 {
 		t.Errorf("the journal's position moved to %d after a failed write", s.j.head)
 	}
@@ -393,25 +395,21 @@ func countIn(t *testing.T, s *Store, acct int64) int {
 // does not see them yet, a read through the Store does (it has the committer commit first).
 func TestOpenTransactionReadYourWrites(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	s := openServer(t, dir, Options{Journal: true})
-	holdOpen(s) // before the first commit: the committer reads it when a transaction is open
-	a := mustAccount(t, s, "ana@example.org")
-	deliverInline(t, s, a.ID, "one")
-	deliverInline(t, s, a.ID, "two")
+	_, s, acct := newJournaled(t)
+	holdOpen(s) // before the first message: the committer reads it when a transaction is open
+	deliverInline(t, s, acct, "one")
+	deliverInline(t, s, acct, "two")
 	if !s.deferOpen.Load() {
 		t.Fatal("no transaction was left open after two journaled commits")
 	}
-	if n := countIn(t, s, a.ID); n != 0 {
+	if n := countIn(t, s, acct); n != 0 {
 		t.Fatalf("another connection sees %d messages of an open transaction", n)
 	}
-	if got := inboxBodies(t, s, a.ID); !reflect.DeepEqual(got, []string{"one", "two"}) {
-		t.Fatalf("the Store reads %q, want both messages", got)
-	}
+	wantInbox(t, "the Store's read", s, acct, "one", "two")
 	if s.deferOpen.Load() {
 		t.Error("the read did not commit the open transaction")
 	}
-	if n := countIn(t, s, a.ID); n != 2 {
+	if n := countIn(t, s, acct); n != 2 {
 		t.Errorf("after the commit another connection sees %d messages, want 2", n)
 	}
 	if s.txCount.Load() != 1 {
@@ -437,26 +435,22 @@ func TestOpenTransactionCommitsWhenIdle(t *testing.T) {
 // it in the same transaction: they are written again; the failed one is voided.
 func TestOpenTransactionFailureKeepsAnswered(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	s := openServer(t, dir, Options{Journal: true})
+	dir, s, acct := newJournaled(t)
 	holdOpen(s)
-	a := mustAccount(t, s, "ana@example.org")
-	deliverInline(t, s, a.ID, "kept")
+	deliverInline(t, s, acct, "kept")
 	if !s.deferOpen.Load() {
 		t.Fatal("no transaction was left open")
 	}
-	deliverRefused(t, s, a.ID)
+	deliverRefused(t, s, acct)
 	if s.j.broken {
 		t.Error("writing the answered commit again failed")
 	}
-	if n := countIn(t, s, a.ID); n != 1 {
+	if n := countIn(t, s, acct); n != 1 {
 		t.Errorf("another connection sees %d messages after the failure, want the answered one", n)
 	}
 	s.Close()
 	s = openTestStore(t, dir, Options{Journal: true})
-	if got := inboxBodies(t, s, a.ID); !reflect.DeepEqual(got, []string{"kept"}) {
-		t.Errorf("after a restart INBOX holds %q, want only the answered message", got)
-	}
+	wantInbox(t, "after a restart", s, acct, "kept")
 }
 
 // A crash loses the committer's open transaction. Its messages are in the journal: a CLI
@@ -464,13 +458,11 @@ func TestOpenTransactionFailureKeepsAnswered(t *testing.T) {
 // server would at its start), and the server then does not write them twice.
 func TestCLIRecoversOpenTransaction(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	s := openServer(t, dir, Options{Journal: true})
-	a := mustAccount(t, s, "ana@example.org")
-	deliverInline(t, s, a.ID, "committed")
-	inboxBodies(t, s, a.ID) // commits it
+	dir, s, acct := newJournaled(t)
+	deliverInline(t, s, acct, "committed")
+	inboxBodies(t, s, acct) // commits it
 	holdOpen(s)
-	deliverInline(t, s, a.ID, "in the open transaction")
+	deliverInline(t, s, acct, "in the open transaction")
 	if !s.deferOpen.Load() {
 		t.Fatal("no transaction was left open")
 	}
@@ -490,12 +482,8 @@ func TestCLIRecoversOpenTransaction(t *testing.T) {
 	}
 	want := []string{"committed", "in the open transaction"}
 	cli := openTestStore(t, crashed, Options{})
-	if got := inboxBodies(t, cli, a.ID); !reflect.DeepEqual(got, want) {
-		t.Fatalf("the CLI reads %q after the crash, want %q", got, want)
-	}
+	wantInbox(t, "the CLI after the crash", cli, acct, want...)
 	cli.Close()
 	srv := openTestStore(t, crashed, Options{Journal: true})
-	if got := inboxBodies(t, srv, a.ID); !reflect.DeepEqual(got, want) {
-		t.Errorf("the restarted server reads %q, want %q", got, want)
-	}
+	wantInbox(t, "the restarted server", srv, acct, want...)
 }
