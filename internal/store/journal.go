@@ -76,26 +76,21 @@ type journal struct {
 	walPath string
 	dbPath  string
 
-	// The writer goroutine's.
-	head int64
-
 	// The committer's.
+	head   int64  // where the next record goes
 	seq    uint64 // the last sequence number given to a record
 	buf    []byte // the batch being encoded
 	broken bool   // a write failed: commits take the synchronous=FULL path
-	wraps  int    // times the writer went back to the start of the ring (tests)
+	wraps  int    // times the committer went back to the start of the ring (tests)
 
-	req  chan []byte
-	res  chan journalResult
-	done chan struct{}
+	// The row writer goroutine (see rowWriter) runs each function sent on rows and answers
+	// on rowsDone.
+	rows     chan func() error
+	rowsDone chan error
+	done     chan struct{}
 }
 
-type journalResult struct {
-	off int64
-	err error
-}
-
-// openJournal creates or opens the journal, replays what SQLite lost, and starts its writer.
+// openJournal creates or opens the journal, replays what SQLite lost, and starts its row writer.
 // It runs in Open, before the committer starts.
 func (s *Store) openJournal(ctx context.Context, size int64) error {
 	if size <= 0 {
@@ -144,8 +139,8 @@ func (s *Store) openJournal(ctx context.Context, size int64) error {
 		}
 		return fmt.Errorf("intake journal: %w", classify(err))
 	}
-	j.req, j.res, j.done = make(chan []byte), make(chan journalResult, 1), make(chan struct{})
-	go j.writer()
+	j.rows, j.rowsDone, j.done = make(chan func() error, 1), make(chan error, 1), make(chan struct{})
+	go j.rowWriter()
 	s.j = j
 	return nil
 }
@@ -250,19 +245,23 @@ func (j *journal) reset() error {
 	return syncDir(filepath.Dir(j.dbPath))
 }
 
-// writer appends each batch the committer sends and fdatasyncs it.
-func (j *journal) writer() {
+// rowWriter writes a batch's rows while the committer writes and fdatasyncs its records.
+// It is this way round, and not the records sent to a goroutine of their own, because
+// waking a goroutine on an idle CPU takes a while (about 80 µs on a 2-vCPU virtual machine,
+// of a 1 KiB message's 1 ms): the committer, already running, starts the fsync at once, and
+// the rows (about 130 µs of CPU) still finish before it (240 µs) while the woken goroutine
+// catches up. One session sending one message at a time got 5 to 9% more messages through.
+func (j *journal) rowWriter() {
 	defer close(j.done)
-	for b := range j.req {
-		off, err := j.append(b)
-		j.res <- journalResult{off, err}
+	for fn := range j.rows {
+		j.rowsDone <- fn()
 	}
 }
 
 func (j *journal) append(b []byte) (int64, error) {
 	if j.head+int64(len(b)) > j.size {
 		// Writing over the start of the ring: the records there must be durable in
-		// SQLite first. The committer waited for each of them to be applied.
+		// SQLite first. writeJournaled committed the open transaction.
 		if err := j.syncSQLite(); err != nil {
 			return 0, err
 		}
@@ -319,7 +318,7 @@ func (j *journal) void(b []byte, off int64) error {
 }
 
 func (j *journal) close() error {
-	close(j.req)
+	close(j.rows)
 	<-j.done
 	return j.f.Close()
 }
@@ -358,7 +357,7 @@ func (s *Store) writeJournaled(ctx context.Context, batch []*pending) (began boo
 		return s.writeFull(ctx, batch)
 	}
 	if len(b) > 0 && j.head+int64(len(b)) > j.size {
-		// The writer goes back to the start of the ring, over records whose transaction
+		// append goes back to the start of the ring, over records whose transaction
 		// must be committed first (it then fsyncs the WAL before writing).
 		s.commitDeferred()
 	}
@@ -368,10 +367,17 @@ func (s *Store) writeJournaled(ctx context.Context, batch []*pending) (began boo
 			return false, err
 		}
 	}
+	var off int64
+	var jerr error
 	if len(b) > 0 {
-		j.req <- b
+		// The rows and the records at the same time (see rowWriter).
+		tx := s.def.tx
+		j.rows <- func() error { return s.writeRows(ctx, tx, batch) }
+		off, jerr = j.append(b)
+		err = <-j.rowsDone
+	} else {
+		err = s.writeRows(ctx, s.def.tx, batch)
 	}
-	err = s.writeRows(ctx, s.def.tx, batch)
 	if err != nil {
 		// SQLite may have rolled back the whole transaction: start over without this
 		// batch, whose caller gets err.
@@ -382,13 +388,12 @@ func (s *Store) writeJournaled(ctx context.Context, batch []*pending) (began boo
 	if len(b) == 0 {
 		return true, err
 	}
-	r := <-j.res
 	switch {
-	case r.err != nil && err == nil:
+	case jerr != nil && err == nil:
 		// The rows are written but the record is not on disk: commit and fsync the WAL,
 		// as synchronous=FULL would have, and stop using the journal.
 		j.broken = true
-		s.log.Error("intake journal write failed; commits fsync the database from now on", "err", r.err)
+		s.log.Error("intake journal write failed; commits fsync the database from now on", "err", jerr)
 		if cerr := s.commitDeferred(); cerr != nil {
 			return true, cerr
 		}
@@ -398,11 +403,11 @@ func (s *Store) writeJournaled(ctx context.Context, batch []*pending) (began boo
 		return true, nil
 	case err != nil:
 		// Whatever part of the records reached the file must not be replayed.
-		if r.err != nil {
+		if jerr != nil {
 			j.broken = true
-			s.log.Error("intake journal write failed; commits fsync the database from now on", "err", r.err)
+			s.log.Error("intake journal write failed; commits fsync the database from now on", "err", jerr)
 		}
-		if verr := j.void(b, r.off); verr != nil {
+		if verr := j.void(b, off); verr != nil {
 			j.broken = true
 			s.log.Error("intake journal: could not void the records of a failed commit", "err", verr)
 		}
