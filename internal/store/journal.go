@@ -258,12 +258,14 @@ func (j *journal) rowWriter() {
 	}
 }
 
+// append writes b at the head of the ring and fdatasyncs it. It returns where b went, or -1
+// when it failed before writing anything.
 func (j *journal) append(b []byte) (int64, error) {
 	if j.head+int64(len(b)) > j.size {
 		// Writing over the start of the ring: the records there must be durable in
 		// SQLite first. writeJournaled committed the open transaction.
 		if err := j.syncSQLite(); err != nil {
-			return 0, err
+			return -1, err
 		}
 		j.head = 0
 		j.wraps++
@@ -407,9 +409,12 @@ func (s *Store) writeJournaled(ctx context.Context, batch []*pending) (began boo
 			j.broken = true
 			s.log.Error("intake journal write failed; commits fsync the database from now on", "err", jerr)
 		}
-		if verr := j.void(b, off); verr != nil {
-			j.broken = true
-			s.log.Error("intake journal: could not void the records of a failed commit", "err", verr)
+		// off < 0: nothing was written, and the start of the ring keeps older records.
+		if off >= 0 {
+			if verr := j.void(b, off); verr != nil {
+				j.broken = true
+				s.log.Error("intake journal: could not void the records of a failed commit", "err", verr)
+			}
 		}
 		clearSeqs(batch)
 	}
