@@ -1,10 +1,14 @@
 package smtpserver_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -171,4 +175,58 @@ func TestStorageFailure(t *testing.T) {
 			t.Errorf("%d messages stored, want 1", n)
 		}
 	})
+}
+
+// syncBuffer is a bytes.Buffer that a logger and a test may share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestDebugLog runs a session with the log level at debug ([log] level = "debug"): the
+// session's debug lines are written, with its connection id, and the session works.
+func TestDebugLog(t *testing.T) {
+	t.Parallel()
+	var out syncBuffer
+	srv := &smtpserver.Server{
+		Hostname: "mx.test",
+		Backend:  &intake.Intake{},
+		Logger:   slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	c := testenv.Dial(t, l.Addr().String())
+	c.CmdEnh("EHLO client.test", 250, "")
+	c.CmdEnh("QUIT", 221, "2.0.0")
+	c.ExpectClosed()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := <-served; !errors.Is(err, smtpserver.ErrServerClosed) {
+		t.Fatalf("Serve returned %v, want ErrServerClosed", err)
+	}
+	log := out.String()
+	for _, want := range []string{`msg="connection opened"`, `msg="connection closed"`, "cid="} {
+		if !strings.Contains(log, want) {
+			t.Errorf("debug log lacks %s:\n%s", want, log)
+		}
+	}
 }

@@ -182,7 +182,7 @@ func (sess *session) logs(level slog.Level) bool {
 // debug logs at the debug level, when that level is on.
 func (sess *session) debug(msg string, args ...any) {
 	if sess.logs(slog.LevelDebug) {
-		sess.debug(msg, args...)
+		sess.log().Debug(msg, args...)
 	}
 }
 
