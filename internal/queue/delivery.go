@@ -99,7 +99,13 @@ func returnPathLen(r io.ReaderAt, size int64) (int64, error) {
 	if err != nil && err != io.EOF {
 		return 0, err
 	}
-	buf = buf[:n]
+	return returnPathLine(buf[:n])
+}
+
+// returnPathLine is returnPathLen over the first bytes of the message (up to
+// maxReturnPathLine of them, or all when it is shorter).
+func returnPathLine(buf []byte) (int64, error) {
+	buf = buf[:min(len(buf), maxReturnPathLine)]
 	const name = "return-path:"
 	if len(buf) < len(name) || !strings.EqualFold(string(buf[:len(name)]), name) {
 		return 0, nil
@@ -115,6 +121,7 @@ func returnPathLen(r io.ReaderAt, size int64) (int64, error) {
 type content struct {
 	*io.SectionReader
 	io.Closer
+	mem []byte // the same bytes, when the store holds them in memory; nil otherwise
 }
 
 // openContent opens message id for relaying and returns it with its size.
@@ -123,10 +130,20 @@ func openContent(ctx context.Context, st Store, id string) (*content, int64, err
 	if err != nil {
 		return nil, 0, err
 	}
-	skip, err := returnPathLen(mr, size)
+	var skip int64
+	var mem []byte
+	if m, ok := mr.(interface{ Bytes() []byte }); ok && int64(len(m.Bytes())) == size {
+		mem = m.Bytes()
+		skip, err = returnPathLine(mem)
+	} else {
+		skip, err = returnPathLen(mr, size)
+	}
 	if err != nil {
 		mr.Close()
 		return nil, 0, fmt.Errorf("message %s: %w", id, err)
 	}
-	return &content{io.NewSectionReader(mr, skip, size-skip), mr}, size - skip, nil
+	if mem != nil {
+		mem = mem[skip:]
+	}
+	return &content{io.NewSectionReader(mr, skip, size-skip), mr, mem}, size - skip, nil
 }

@@ -84,7 +84,12 @@ func (s *Scheduler) attempt(ctx context.Context, r *runner, g *group, free func(
 		res = localResult(d, smtp.NewReply(451, "4.3.0", "local error: the queued message cannot be read"))
 	} else {
 		d.Size = size
-		if size <= smallContent {
+		if c.mem != nil {
+			// The store holds the message in memory (see store.OpenMessage): no copy.
+			b := c.mem
+			c.Close()
+			d.Open = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+		} else if size <= smallContent {
 			// The client reads the content more than once (a check, then each attempt):
 			// a small message is read once into memory instead of queried each time.
 			// The size is known: one allocation, where io.ReadAll would grow its buffer

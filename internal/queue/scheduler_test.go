@@ -643,10 +643,22 @@ func TestReturnPathLen(t *testing.T) {
 		if err != nil || got != want {
 			t.Errorf("returnPathLen(%q) = %d, %v; want %d", in, got, err, want)
 		}
+		// The same over a message the store holds in memory.
+		got, err = returnPathLine([]byte(in))
+		if err != nil || got != want {
+			t.Errorf("returnPathLine(%q) = %d, %v; want %d", in, got, err, want)
+		}
 	}
-	long := "Return-Path: <" + strings.Repeat("a", 5000)
-	if _, err := returnPathLen(strings.NewReader(long), int64(len(long))); err == nil {
-		t.Error("no error for a Return-Path line without an end")
+	for _, long := range []string{
+		"Return-Path: <" + strings.Repeat("a", 5000),
+		"Return-Path: <" + strings.Repeat("a", 5000) + ">\r\nSubject: x\r\n", // ends past the bound
+	} {
+		if _, err := returnPathLen(strings.NewReader(long), int64(len(long))); err == nil {
+			t.Error("returnPathLen: no error for a Return-Path line without an end")
+		}
+		if _, err := returnPathLine([]byte(long)); err == nil {
+			t.Error("returnPathLine: no error for a Return-Path line without an end")
+		}
 	}
 }
 
@@ -751,4 +763,56 @@ func TestHandoff(t *testing.T) {
 			t.Error("Reserve after Run ended")
 		}
 	})
+}
+
+// A message stored inside the database is relayed from the bytes the store holds (its cache
+// right after the commit, or the row it reads), without a copy; a message in a blob file is
+// read from its file. Either way the content is the message without its Return-Path line.
+func TestOpenContentInMemory(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "")
+	ctx := context.Background()
+	deliver := func(b *store.BlobWriter) string {
+		b.Write([]byte("Return-Path: <ana@example.org>\r\n" + body))
+		err := e.st.Deliver(ctx, &store.Commit{Blob: b, From: "ana@example.org",
+			Recipients: []store.Recipient{{Address: "bob@remote.example", Remote: true}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.ID()
+	}
+	check := func(what, id string, inMemory bool) {
+		t.Helper()
+		c, size, err := openContent(ctx, e.st, id)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		defer c.Close()
+		if inMemory != (c.mem != nil) || c.mem != nil && string(c.mem) != body {
+			t.Errorf("%s: in memory %q, want %v", what, c.mem, inMemory)
+		}
+		got := make([]byte, size+1)
+		n, _ := c.ReadAt(got, 0)
+		if string(got[:n]) != body || size != int64(len(body)) {
+			t.Errorf("%s: content %q (size %d), want %q", what, got[:n], size, body)
+		}
+	}
+	bb, err := e.st.NewBufferedBlob()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inline := deliver(bb)
+	fb, err := e.st.NewBlob()
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := deliver(fb)
+	check("cached", inline, true)
+	check("file", file, false)
+	// A new Store has nothing cached: the bytes come from the row.
+	e.st.Close()
+	e.st = nil
+	e.open()
+	check("from the database", inline, true)
+	check("file after reopening", file, false)
 }

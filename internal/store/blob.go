@@ -290,7 +290,7 @@ type MessageReader interface {
 // size. The caller closes the reader.
 func (s *Store) OpenMessage(ctx context.Context, messageID string) (MessageReader, int64, error) {
 	if data, ok := s.mc.get(messageID); ok {
-		return memReader{bytes.NewReader(data)}, int64(len(data)), nil
+		return newMemReader(data), int64(len(data)), nil
 	}
 	var rel string
 	var data []byte
@@ -302,7 +302,7 @@ func (s *Store) OpenMessage(ctx context.Context, messageID string) (MessageReade
 		return nil, 0, fmt.Errorf("open message %s: %w", messageID, err)
 	}
 	if rel == "" {
-		return memReader{bytes.NewReader(data)}, int64(len(data)), nil
+		return newMemReader(data), int64(len(data)), nil
 	}
 	f, err := os.Open(filepath.Join(s.dir, filepath.FromSlash(rel)))
 	if err != nil {
@@ -392,6 +392,15 @@ func randomBits() uint64 {
 }
 
 // memReader is a MessageReader over bytes held in memory.
-type memReader struct{ *bytes.Reader }
+type memReader struct {
+	*bytes.Reader
+	b []byte
+}
+
+func newMemReader(b []byte) memReader { return memReader{bytes.NewReader(b), b} }
 
 func (memReader) Close() error { return nil }
+
+// Bytes returns the whole message, which nobody changes (a stored message is immutable):
+// a reader that needs it in memory uses it instead of a copy. The caller must not modify it.
+func (m memReader) Bytes() []byte { return m.b }

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -59,7 +58,7 @@ func (e *MessageEntry) Open(ctx context.Context) (MessageReader, error) {
 		return r, err
 	}
 	if e.rel == "" {
-		return memReader{bytes.NewReader(e.data)}, nil
+		return newMemReader(e.data), nil
 	}
 	f, err := os.Open(filepath.Join(e.s.dir, filepath.FromSlash(e.rel)))
 	if err != nil {
