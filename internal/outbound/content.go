@@ -29,6 +29,8 @@ type normalizer struct {
 	// stuff doubles a dot that starts a line (RFC 5321 4.5.2), as DATA sends it; the counts
 	// in info stay those of the content before stuffing.
 	stuff bool
+	// count only measures: append returns out as it was, without the normal form.
+	count bool
 }
 
 // append appends the normal form of p to out. It moves from line ending to line ending with
@@ -76,12 +78,15 @@ func (n *normalizer) append(out, p []byte) []byte {
 
 // plain appends bytes that hold no line ending.
 func (n *normalizer) plain(out, b []byte) []byte {
-	if n.stuff && n.lineLen == 0 && len(b) > 0 && b[0] == '.' {
-		out = append(out, '.')
-	}
 	n.lineLen += len(b)
 	if !n.info.eightBit && hasHighBit(b) {
 		n.info.eightBit = true
+	}
+	if n.count {
+		return out
+	}
+	if n.stuff && n.lineLen == len(b) && len(b) > 0 && b[0] == '.' {
+		out = append(out, '.')
 	}
 	return append(out, b...)
 }
@@ -126,6 +131,9 @@ func (n *normalizer) endLine(out []byte) []byte {
 	}
 	n.info.size += int64(n.lineLen) + 2
 	n.lineLen = 0
+	if n.count {
+		return out
+	}
 	return append(out, '\r', '\n')
 }
 
@@ -169,6 +177,11 @@ type contentBufs struct {
 
 var contentBufPool = sync.Pool{New: func() any { return new(contentBufs) }}
 
+// inMemory is content whose bytes are all in memory (see queue.Delivery.Open): they are
+// normalised where they are, without a copy into normalizeContent's buffer. The caller must
+// not modify them.
+type inMemory interface{ Bytes() []byte }
+
 // normalizeContent reads the content of open through the normalizer and hands each
 // normalised chunk to emit (nil: only count), with the counts so far; last marks the final
 // chunk. It returns the counts of the whole content.
@@ -178,13 +191,29 @@ func normalizeContent(open func() (io.ReadCloser, error), stuff bool, emit func(
 		return contentInfo{}, err
 	}
 	defer rc.Close()
-	n := normalizer{stuff: stuff}
+	n := normalizer{stuff: stuff, count: emit == nil}
 	bufs := contentBufPool.Get().(*contentBufs)
 	defer contentBufPool.Put(bufs)
 	buf, out := bufs.in[:], bufs.out[:0]
+	var mem []byte
+	if m, ok := rc.(inMemory); ok {
+		mem = m.Bytes()
+	}
 	for {
-		k, rerr := rc.Read(buf)
-		out = n.append(out[:0], buf[:k])
+		var k int
+		var rerr error
+		if mem != nil {
+			// In pieces of the buffer's size, so that a normal form fits in out.
+			chunk := mem[:min(len(mem), len(buf))]
+			mem = mem[len(chunk):]
+			out = n.append(out[:0], chunk)
+			if len(mem) == 0 {
+				rerr = io.EOF
+			}
+		} else {
+			k, rerr = rc.Read(buf)
+			out = n.append(out[:0], buf[:k])
+		}
 		if emit != nil {
 			if err := emit(out, n.info, false); err != nil {
 				return n.info, err

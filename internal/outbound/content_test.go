@@ -2,6 +2,7 @@ package outbound
 
 import (
 	"bytes"
+	"io"
 	"testing"
 
 	"yubin/internal/smtp"
@@ -80,5 +81,94 @@ func FuzzNormalizer(f *testing.F) {
 		if ns.info != n.info {
 			t.Fatalf("stuffed info %+v, unstuffed %+v", ns.info, n.info)
 		}
+
+		// Counting only (prepare's scan) measures the same and writes nothing.
+		nc := normalizer{count: true}
+		for i := 0; i < len(p); i += step {
+			if out := nc.append(nil, p[i:min(i+step, len(p))]); len(out) != 0 {
+				t.Fatalf("counting normalizer wrote %q", out)
+			}
+		}
+		if out := nc.finish(nil); len(out) != 0 || nc.info != n.info {
+			t.Fatalf("counting normalizer: wrote %q, info %+v, want %+v", out, nc.info, n.info)
+		}
+		checkNormalizeContent(t, p, wantStuffed, n.info)
 	})
+}
+
+// streamed is content read from a stream (a file): Read only.
+type streamed struct{ r *bytes.Reader }
+
+func (s streamed) Read(p []byte) (int, error) { return s.r.Read(p) }
+func (streamed) Close() error                 { return nil }
+
+// held is content in memory that offers its bytes (see inMemory).
+type held struct{ streamed }
+
+func (h held) Bytes() []byte {
+	b := make([]byte, h.r.Len())
+	h.r.ReadAt(b, 0)
+	return b
+}
+
+// checkNormalizeContent runs normalizeContent over p read from a stream and from memory,
+// stuffing and counting only: each gives wantStuffed and info.
+func checkNormalizeContent(t *testing.T, p, wantStuffed []byte, info contentInfo) {
+	t.Helper()
+	for _, src := range []struct {
+		name string
+		open func() (io.ReadCloser, error)
+	}{
+		{"streamed", func() (io.ReadCloser, error) { return streamed{bytes.NewReader(p)}, nil }},
+		{"in memory", func() (io.ReadCloser, error) { return held{streamed{bytes.NewReader(p)}}, nil }},
+	} {
+		var got []byte
+		var lastInfo contentInfo
+		gotInfo, err := normalizeContent(src.open, true, func(chunk []byte, sofar contentInfo, last bool) error {
+			got = append(got, chunk...)
+			lastInfo = sofar
+			return nil
+		})
+		if err != nil || !bytes.Equal(got, wantStuffed) || gotInfo != info || lastInfo != info {
+			t.Fatalf("%s: normalizeContent of %d bytes: %v, %d bytes (equal %v), info %+v, want %+v",
+				src.name, len(p), err, len(got), bytes.Equal(got, wantStuffed), gotInfo, info)
+		}
+		counted, err := normalizeContent(src.open, false, nil)
+		if err != nil || counted != info {
+			t.Fatalf("%s: counting: %v, info %+v, want %+v", src.name, err, counted, info)
+		}
+	}
+}
+
+// Content larger than normalizeContent's buffer, with line endings and dots to stuff on
+// either side of its pieces' boundaries, comes out the same from a stream and from memory.
+func TestNormalizeContentLarge(t *testing.T) {
+	var p []byte
+	for i := 0; len(p) < 200<<10; i++ {
+		switch i % 5 {
+		case 0:
+			p = append(p, ".dot\r\n"...)
+		case 1:
+			p = append(p, "bare lf\n.x"...)
+		case 2:
+			p = append(p, bytes.Repeat([]byte("y"), 997+i%13)...)
+			p = append(p, "\r"...)
+		default:
+			p = append(p, "line\r\n"...)
+		}
+	}
+	for _, cut := range []int{len(p), 32 << 10, 32<<10 + 1, 64<<10 - 1} {
+		q := p[:cut]
+		want, lines, _, _ := refNormalize(q)
+		var wire bytes.Buffer
+		dw := smtp.NewDataWriter(&wire)
+		dw.Write(want)
+		dw.Close()
+		var n normalizer
+		n.finish(n.append(nil, q))
+		if n.info.lines != lines || n.info.size != int64(len(want)) {
+			t.Fatalf("info %+v, want %d lines, %d bytes", n.info, lines, len(want))
+		}
+		checkNormalizeContent(t, q, bytes.TrimSuffix(wire.Bytes(), []byte(".\r\n")), n.info)
+	}
 }

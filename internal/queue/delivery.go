@@ -29,7 +29,9 @@ type Delivery struct {
 	Domain     string // the destination domain, lower-cased
 	Size       int64  // of the content Open returns (for SIZE=)
 	// Open returns the content to send: the stored message without yubin's Return-Path line.
-	// It may be called more than once (one call per connection attempt).
+	// It may be called more than once (one call per connection attempt). Content held in
+	// memory comes with a method Bytes() []byte that returns all of it, for readers that
+	// would otherwise copy it; they must not modify it.
 	Open     func() (io.ReadCloser, error)
 	SMTPUTF8 bool   // RFC 6531: the message needs SMTPUTF8
 	EightBit bool   // RFC 6152: BODY=8BITMIME
@@ -147,3 +149,14 @@ func openContent(ctx context.Context, st Store, id string) (*content, int64, err
 	}
 	return &content{io.NewSectionReader(mr, skip, size-skip), mr, mem}, size - skip, nil
 }
+
+// memContent is content held in memory, offered whole by Bytes (see Delivery.Open).
+type memContent struct {
+	*bytes.Reader
+	b []byte
+}
+
+func newMemContent(b []byte) memContent { return memContent{bytes.NewReader(b), b} }
+
+func (memContent) Close() error    { return nil }
+func (m memContent) Bytes() []byte { return m.b }

@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -88,7 +87,7 @@ func (s *Scheduler) attempt(ctx context.Context, r *runner, g *group, free func(
 			// The store holds the message in memory (see store.OpenMessage): no copy.
 			b := c.mem
 			c.Close()
-			d.Open = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+			d.Open = func() (io.ReadCloser, error) { return newMemContent(b), nil }
 		} else if size <= smallContent {
 			// The client reads the content more than once (a check, then each attempt):
 			// a small message is read once into memory instead of queried each time.
@@ -103,7 +102,7 @@ func (s *Scheduler) attempt(ctx context.Context, r *runner, g *group, free func(
 				r.record(wctx, log, entries, res, ctx.Err() != nil)
 				return
 			}
-			d.Open = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+			d.Open = func() (io.ReadCloser, error) { return newMemContent(b), nil }
 		} else {
 			c.Close()
 			d.Open = func() (io.ReadCloser, error) {
