@@ -33,10 +33,68 @@ type normalizer struct {
 	count bool
 }
 
-// append appends the normal form of p to out. It moves from line ending to line ending with
-// bytes.IndexByte and copies the runs between them whole: it runs twice over every relayed
-// message, so a loop over single bytes showed up in profiles.
+// append appends the normal form of p to out. It runs twice over every relayed message, so
+// it works a line at a time rather than a byte at a time: whole CRLF lines, the usual
+// content, go through lines; anything else (a bare CR or LF, a line split between two
+// calls) through general.
 func (n *normalizer) append(out, p []byte) []byte {
+	if n.prevCR || n.lineLen > 0 {
+		// Finish the line the last call left open.
+		k := bytes.IndexByte(p, '\n')
+		if k < 0 {
+			return n.general(out, p)
+		}
+		out = n.general(out, p[:k+1])
+		p = p[k+1:]
+	}
+	// Now at the start of a line. The whole lines of p, if they are all CRLF lines: as many
+	// CRs as LFs, and (checked in lines) each LF right after a CR, leave no bare CR.
+	if k := bytes.LastIndexByte(p, '\n'); k > 0 && p[0] != '\n' {
+		whole := p[:k+1]
+		if bytes.Count(whole, []byte{'\r'}) == bytes.Count(whole, []byte{'\n'}) {
+			if !n.info.eightBit && hasHighBit(whole) {
+				n.info.eightBit = true
+			}
+			out = n.lines(out, whole)
+			p = p[k+1:]
+		}
+	}
+	return n.general(out, p)
+}
+
+// lines appends b, whole lines that hold as many CRs as LFs, from the start of a line. If
+// every LF comes right after a CR, those are all the CRs and every line is a CRLF line;
+// otherwise some line held a bare CR, and lines undoes what it did and hands all of b to
+// general. 8-bit content is the caller's to note.
+func (n *normalizer) lines(out, b []byte) []byte {
+	start, info := len(out), n.info
+	run := 0 // b[run:i] is still to append: copied in runs, not line by line
+	for i := 0; i < len(b); {
+		k := bytes.IndexByte(b[i:], '\n')
+		if k < 1 || b[i+k-1] != '\r' {
+			n.info = info
+			return n.general(out[:start], b)
+		}
+		text := k - 1 // the line without its CRLF
+		n.info.lines++
+		n.info.size += int64(text) + 2
+		if text > maxLine && n.info.longLine == 0 {
+			n.info.longLine, n.info.longLen = n.info.lines, text
+		}
+		if n.stuff && b[i] == '.' && !n.count {
+			out = append(append(out, b[run:i]...), '.')
+			run = i
+		}
+		i += k + 1
+	}
+	if n.count {
+		return out
+	}
+	return append(out, b[run:]...)
+}
+
+// general appends the normal form of p, whatever it holds, from where the last call left.
+func (n *normalizer) general(out, p []byte) []byte {
 	for len(p) > 0 {
 		if n.prevCR {
 			n.prevCR = false
