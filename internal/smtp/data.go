@@ -119,7 +119,27 @@ func (d *DataReader) Read(p []byte) (int, error) {
 			break
 		}
 		n += copy(p[n:], seg[:end])
-		d.r.Discard(end)
+		i := end
+		// The whole lines that follow in the buffer, copied here rather than a step of this
+		// loop at a time (a 100 KiB message has 1,300 lines): while one ends in CRLF, the
+		// next does not start with a dot (atTerminator's case) and there is room. A bare CR
+		// or LF stops it at the start of its line, from where the steps above report it.
+		for i+2 < len(buf) && buf[i] == '\r' && buf[i+1] == '\n' && buf[i+2] != '.' && len(p)-n >= 2 {
+			p[n], p[n+1] = '\r', '\n'
+			n += 2
+			i += 2
+			rest := buf[i:min(len(buf), i+len(p)-n)]
+			e := bytes.IndexByte(rest, '\r')
+			if e < 0 {
+				e = len(rest)
+			}
+			if bytes.IndexByte(rest[:e], '\n') >= 0 {
+				break
+			}
+			n += copy(p[n:], rest[:e])
+			i += e
+		}
+		d.r.Discard(i)
 	}
 	if n > 0 {
 		return n, nil

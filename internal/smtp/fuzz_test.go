@@ -110,6 +110,11 @@ func FuzzDataReader(f *testing.F) {
 	f.Add([]byte("a\r.\r\n\r\n.\n\r\n.\r\n"), uint8(2))
 	f.Add([]byte(".\r"), uint8(3))
 	f.Add([]byte("\r\n.\r\n"), uint8(4))
+	// Several lines in one buffer (Read's line-at-a-time path), with what stops it later on.
+	f.Add([]byte("a\r\nb\r\nc\nd\r\n.\r\n"), uint8(0))
+	f.Add([]byte("x\r\ny\r\n..z\r\n\r\n.\r\nQUIT\r\n"), uint8(0))
+	f.Add([]byte("l1\r\nl2\r\n\rbad\r\n.\r\n"), uint8(0))
+	f.Add([]byte("l1\r\nl2\r\n\nbad\r\n.\r\n"), uint8(1))
 	f.Fuzz(func(t *testing.T, in []byte, shape uint8) {
 		wantContent, wantErr, consumed := refDecode(in)
 		s := readerShapes[int(shape)%len(readerShapes)]
