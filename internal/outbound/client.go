@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"yubin/internal/dns"
+	"yubin/internal/lazylog"
 	"yubin/internal/smtp"
 )
 
@@ -181,7 +182,7 @@ type rcptState struct {
 // and returns a final reply for every recipient. It never returns an
 // error: every failure becomes a reply, 4xx when a later try may succeed.
 func (c *Client) Deliver(ctx context.Context, d *Delivery) (res Result) {
-	log := c.logger().With("msgid", d.MessageID, "domain", d.Domain)
+	log := lazylog.With(c.logger(), "msgid", d.MessageID, "domain", d.Domain)
 	rcpts := make([]*rcptState, len(d.Recipients))
 	for i, r := range d.Recipients {
 		rcpts[i] = &rcptState{Recipient: r}

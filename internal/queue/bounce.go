@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"yubin/internal/dsn"
+	"yubin/internal/lazylog"
 	"yubin/internal/store"
 )
 
@@ -21,7 +22,7 @@ const bounceGiveUp = 24 * time.Hour
 func (r *runner) bounce(ctx context.Context, entries []store.QueueEntry) {
 	for _, es := range byMessage(entries) {
 		first := es[0]
-		log := r.log.With("msgid", first.MessageID)
+		log := lazylog.With(r.log, "msgid", first.MessageID)
 		var owed []store.QueueEntry
 		for _, e := range es {
 			if first.From != "" && notifies(e.Notify, "FAILURE") {
@@ -65,7 +66,7 @@ func (r *runner) bounce(ctx context.Context, entries []store.QueueEntry) {
 // warnDelayed sends one "delayed" report per message for entries already marked warned.
 func (r *runner) warnDelayed(ctx context.Context, entries []store.QueueEntry) {
 	for _, es := range byMessage(entries) {
-		log := r.log.With("msgid", es[0].MessageID)
+		log := lazylog.With(r.log, "msgid", es[0].MessageID)
 		id, err := r.commitReport(ctx, es, dsn.Delayed)
 		if err != nil {
 			log.Error("delay warning could not be committed", "to", es[0].From, "err", err)

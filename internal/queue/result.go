@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"yubin/internal/lazylog"
 	"yubin/internal/smtp"
 	"yubin/internal/store"
 )
@@ -33,7 +34,7 @@ func (s *Scheduler) attempt(ctx context.Context, r *runner, g *group, free func(
 	}
 	defer freeSlot()
 	first := g.entries[0]
-	log := r.log.With("msgid", first.MessageID, "domain", g.key.domain)
+	log := lazylog.With(r.log, "msgid", first.MessageID, "domain", g.key.domain)
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 	defer cancel()
 
@@ -161,7 +162,7 @@ func (r *runner) record(ctx context.Context, log *slog.Logger, entries []store.Q
 			reply = smtp.NewReply(451, "4.4.0", "no result for this recipient from the delivery")
 			rr.MX = ""
 		}
-		rlog := log.With("rcpt", e.Rcpt, "mx", rr.MX, "reply", reply.Error())
+		rlog := lazylog.With(log, "rcpt", e.Rcpt, "mx", rr.MX, "reply", reply)
 		switch {
 		case reply.Code/100 == 2:
 			ups = append(ups, store.QueueUpdate{ID: e.ID, Delete: true, MessageID: e.MessageID, BlobPath: e.BlobPath})
