@@ -231,7 +231,7 @@ type runner struct {
 	// records counts attempt goroutines, which free their slot (done) when the delivery
 	// is over and then record its results.
 	records  sync.WaitGroup
-	recorded chan struct{} // an attempt wrote its results
+	recorded chan struct{} // results were written with an earlier next attempt (see update)
 	// workers runs the attempts on reused goroutines (see package gopool): with one message
 	// at a time, each attempt would otherwise grow a new goroutine's stack again.
 	workers gopool.Pool
@@ -249,14 +249,24 @@ type runner struct {
 	noted     time.Time
 }
 
-// update writes attempt outcomes and notes the earliest next attempt among them.
+// update writes attempt outcomes and notes the earliest next attempt among them. When that
+// is earlier than what the loop knows, it wakes the loop to set its timer again; outcomes that
+// only delete entries (deliveries) need no wake-up.
 func (r *runner) update(ctx context.Context, ups []store.QueueUpdate) error {
 	err := r.s.Store.UpdateQueue(ctx, ups)
 	r.noteMu.Lock()
-	defer r.noteMu.Unlock()
+	earlier := false
 	for _, u := range ups {
 		if !u.Delete && (r.noted.IsZero() || u.NextAttempt.Before(r.noted)) {
 			r.noted = u.NextAttempt
+			earlier = true
+		}
+	}
+	r.noteMu.Unlock()
+	if earlier {
+		select {
+		case r.recorded <- struct{}{}:
+		default:
 		}
 	}
 	return err
@@ -450,11 +460,6 @@ func (r *runner) dispatch(ctx context.Context) {
 		r.workers.Go(func() {
 			defer r.records.Done()
 			r.s.attempt(ctx, r, g, func() { r.done <- g })
-			// The results are written: the next due entry may have changed (a deferral).
-			select {
-			case r.recorded <- struct{}{}:
-			default:
-			}
 		})
 	}
 }
