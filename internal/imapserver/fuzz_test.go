@@ -2,8 +2,11 @@ package imapserver
 
 import (
 	"fmt"
+	"io"
+	"reflect"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 // FuzzParseStructure: every part's offsets lie inside the message and in order, children
@@ -12,6 +15,9 @@ func FuzzParseStructure(f *testing.F) {
 	f.Add(multipartMsg)
 	f.Add("Subject: x\r\n\r\nbody")
 	f.Add("Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\n\r\n--a--")
+	f.Add("Subject: x\r\n\r\nline 1\r\nline 2\n\r\n\r\nno end")
+	f.Add("Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\nbody\r\n")
+	f.Add("Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\n\r\none\r\n--a--\r\nepilogue\r\nmore\r\n")
 	f.Fuzz(func(t *testing.T, msg string) {
 		root, err := parseStructure(strings.NewReader(msg))
 		if err != nil {
@@ -30,6 +36,18 @@ func FuzzParseStructure(f *testing.F) {
 			}
 		}
 		check(root, 0, int64(len(msg)))
+
+		// Bodies skipped a buffer at a time give the tree that skipping them line by line
+		// gives, whatever the reads return.
+		for _, r := range []io.Reader{strings.NewReader(msg), iotest.OneByteReader(strings.NewReader(msg))} {
+			sc := newLineScanner(r, 0)
+			sc.perLine = true
+			want, _ := sc.parsePart(nil, 0, "")
+			got, err := parseStructure(iotest.HalfReader(strings.NewReader(msg)))
+			if err != nil || !reflect.DeepEqual(got, want) {
+				t.Fatalf("bulk skip: %+v, %v; line by line: %+v", got, err, want)
+			}
+		}
 	})
 }
 

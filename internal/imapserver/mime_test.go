@@ -1,8 +1,11 @@
 package imapserver
 
 import (
+	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 const multipartMsg = "From: a@example.test\r\n" +
@@ -125,5 +128,27 @@ func TestHeaderFilter(t *testing.T) {
 	}
 	if h.get("SUBJECT") != "one two" {
 		t.Errorf("get %q", h.get("SUBJECT"))
+	}
+}
+
+// The line break before a delimiter belongs to the delimiter (RFC 2046 5.1.1), which the
+// scanner knows from the line before it. That line is a slice of the read buffer, and the
+// read of the delimiter line may move the buffer: the part's end was then wrong by a CRLF,
+// depending on how the reads fell (a body of 64 KiB or more in a real message; any message
+// read a byte at a time).
+func TestStructureIndependentOfReads(t *testing.T) {
+	msg := "Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\n\r\nbody\r\n--a\r\n\r\n--a--\r\n"
+	want, err := parseStructure(strings.NewReader(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := want.Children[1]; c.BodyStart != c.BodyEnd || c.HdrStart != int64(strings.LastIndex(msg, "--a\r\n")+5) {
+		t.Fatalf("second part %+v: want an empty header and body right after its delimiter", c)
+	}
+	got, err := parseStructure(iotest.OneByteReader(strings.NewReader(msg)))
+	if err != nil || !reflect.DeepEqual(got, want) {
+		g, _ := json.Marshal(got)
+		w, _ := json.Marshal(want)
+		t.Fatalf("read a byte at a time: %s, %v\nwant %s", g, err, w)
 	}
 }
