@@ -60,6 +60,7 @@ func serveDirect(t *testing.T, fs *failingStore) (addr string, account int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { st.Close() }) // after the server's shutdown (cleanups run last first)
 	srv := &smtpserver.Server{
 		Hostname: "mx.test",
 		Backend: &intake.Intake{
@@ -67,6 +68,13 @@ func serveDirect(t *testing.T, fs *failingStore) (addr string, account int64) {
 			Directory: &directory.Directory{Backend: app.DirectoryBackend{S: st}},
 		},
 	}
+	return serveLoopback(t, srv), acct.ID
+}
+
+// serveLoopback runs srv on a loopback port until the test ends, when it checks that the
+// server shuts down cleanly, and returns the address.
+func serveLoopback(t *testing.T, srv *smtpserver.Server) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -82,9 +90,8 @@ func serveDirect(t *testing.T, fs *failingStore) (addr string, account int64) {
 		if err := <-served; !errors.Is(err, smtpserver.ErrServerClosed) {
 			t.Errorf("Serve returned %v, want ErrServerClosed", err)
 		}
-		st.Close()
 	})
-	return l.Addr().String(), acct.ID
+	return l.Addr().String()
 }
 
 func storedCount(t *testing.T, st *store.Store, account int64) int {
@@ -205,24 +212,10 @@ func TestDebugLog(t *testing.T) {
 		Backend:  &intake.Intake{},
 		Logger:   slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(l) }()
-	c := testenv.Dial(t, l.Addr().String())
+	c := testenv.Dial(t, serveLoopback(t, srv))
 	c.CmdEnh("EHLO client.test", 250, "")
 	c.CmdEnh("QUIT", 221, "2.0.0")
-	c.ExpectClosed()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
-		t.Fatalf("Shutdown: %v", err)
-	}
-	if err := <-served; !errors.Is(err, smtpserver.ErrServerClosed) {
-		t.Fatalf("Serve returned %v, want ErrServerClosed", err)
-	}
+	c.ExpectClosed() // the session logged "connection closed" before it closed
 	log := out.String()
 	for _, want := range []string{`msg="connection opened"`, `msg="connection closed"`, "cid="} {
 		if !strings.Contains(log, want) {
