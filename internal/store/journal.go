@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+	"unsafe"
 
 	"yubin/internal/binenc"
 )
@@ -41,6 +42,13 @@ import (
 // that) before the commit is refused, so that a refused message never comes back; the
 // batches answered before it in the same open transaction are written again.
 //
+// Where the file system allows it (Linux, a ring of at least directMinSize), the records go
+// to the disk with O_DIRECT, each batch padded with a void record to a 4 KiB boundary: the
+// write goes straight to the device and the fdatasync after it only flushes the device's
+// cache, where a buffered write would have had the fdatasync write the page back first
+// (measured on a 2-vCPU virtual machine: the journal's write and fdatasync took 218 us
+// instead of 243 us under one SMTP session, and 100-113 us instead of 125-133 us alone).
+//
 // Batches holding a message stored inside the database over journalMaxData, and batches that
 // carry writes needing their own fsync (groupTx), take the old path: synchronous=FULL, one
 // fsync of the WAL. (A message in a blob file is journaled: its record names the file, which
@@ -48,8 +56,11 @@ import (
 // goes back to the old path for good.
 
 const (
-	journalName        = "intake.journal"
-	defaultJournalSize = 1 << 20
+	journalName = "intake.journal"
+	// defaultJournalSize: with O_DIRECT every batch takes at least a 4 KiB block, so the ring
+	// holds 1,024 batches; going round costs the committer a commit and an fsync of the WAL
+	// (a few ms), about once a second under one SMTP session.
+	defaultJournalSize = 4 << 20
 	// journalMaxData: a message stored inside the database is journaled up to this size.
 	// Larger ones (still inline up to InlineMax) would write their bytes three times, and
 	// their commits are few: they keep SQLite's fsync.
@@ -58,6 +69,13 @@ const (
 	journalMagic = 0x4c4e524a // "JRNL"
 	journalVoid  = 0x44494f56 // "VOID": a record whose transaction failed
 	journalHead  = 20         // magic, payload length, seq, crc32c(seq, payload)
+
+	// directAlign: with O_DIRECT, batches start and end on this boundary (the page size, a
+	// multiple of every device's logical block) and are written from memory aligned to it.
+	directAlign = 4096
+	// directMinSize: a smaller ring (tests) is written through the page cache: padded to
+	// blocks, a few batches would fill it.
+	directMinSize = 64 * directAlign
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -72,6 +90,7 @@ const setAppliedSQL = `INSERT INTO journal_applied (id, seq) VALUES (1, ?)
 
 type journal struct {
 	f       *os.File
+	df      *os.File // the same file opened with O_DIRECT, or nil (see the top of this file)
 	size    int64
 	walPath string
 	dbPath  string
@@ -138,6 +157,9 @@ func (s *Store) openJournal(ctx context.Context, size int64) error {
 			return nil
 		}
 		return fmt.Errorf("intake journal: %w", classify(err))
+	}
+	if size >= directMinSize && size%directAlign == 0 {
+		j.df = openDirect(path)
 	}
 	j.rows, j.rowsDone, j.done = make(chan func() error, 1), make(chan error, 1), make(chan struct{})
 	go j.rowWriter()
@@ -271,14 +293,23 @@ func (j *journal) append(b []byte) (int64, error) {
 		j.wraps++
 	}
 	off := j.head
-	if _, err := j.f.WriteAt(b, off); err != nil {
+	w := j.writer()
+	if _, err := w.WriteAt(b, off); err != nil {
 		return off, err
 	}
-	if err := datasync(j.f); err != nil {
+	if err := datasync(w); err != nil {
 		return off, err
 	}
 	j.head += int64(len(b))
 	return off, nil
+}
+
+// writer is the file that records are written through.
+func (j *journal) writer() *os.File {
+	if j.df != nil {
+		return j.df
+	}
+	return j.f
 }
 
 // syncSQLite makes every committed transaction durable: an fsync of the WAL does what
@@ -305,23 +336,26 @@ func (j *journal) syncSQLite() error {
 	return nil
 }
 
-// void marks the records of a batch at off as failed, durably, so that no replay applies them.
+// void marks the records of a batch at off as failed, durably, so that no replay applies
+// them. It changes their magic in b and writes b again, whole (as append wrote it).
 func (j *journal) void(b []byte, off int64) error {
-	var m [4]byte
-	binary.LittleEndian.PutUint32(m[:], journalVoid)
 	for pos := 0; pos+journalHead <= len(b); {
-		n := int(binary.LittleEndian.Uint32(b[pos+4:]))
-		if _, err := j.f.WriteAt(m[:], off+int64(pos)); err != nil {
-			return err
-		}
-		pos += journalHead + n
+		binary.LittleEndian.PutUint32(b[pos:], journalVoid)
+		pos += journalHead + int(binary.LittleEndian.Uint32(b[pos+4:]))
 	}
-	return datasync(j.f)
+	w := j.writer()
+	if _, err := w.WriteAt(b, off); err != nil {
+		return err
+	}
+	return datasync(w)
 }
 
 func (j *journal) close() error {
 	close(j.rows)
 	<-j.done
+	if j.df != nil {
+		j.df.Close()
+	}
 	return j.f.Close()
 }
 
@@ -612,8 +646,36 @@ func (j *journal) encode(batch []*pending) []byte {
 		binary.LittleEndian.PutUint64(b[start+8:], p.seq)
 		binary.LittleEndian.PutUint32(b[start+16:], recordCRC(b[start+8:start+16], b[start+journalHead:]))
 	}
+	if j.df != nil && len(b) > 0 {
+		b = j.pad(b)
+	}
 	if cap(b) <= 1<<20 {
 		j.buf = b
+	}
+	return b
+}
+
+// pad ends b with a void record up to the next directAlign boundary (a scan skips it; it
+// takes a sequence number of its own, so that a scan never stops at it), and returns b in
+// memory aligned for O_DIRECT. A gap too short for a record's head takes a block more.
+func (j *journal) pad(b []byte) []byte {
+	n := -len(b) & (directAlign - 1)
+	if n > 0 && n < journalHead {
+		n += directAlign
+	}
+	if n > 0 {
+		j.seq++
+		start := len(b)
+		b = append(b, make([]byte, n)...)
+		binary.LittleEndian.PutUint32(b[start:], journalVoid)
+		binary.LittleEndian.PutUint32(b[start+4:], uint32(n-journalHead))
+		binary.LittleEndian.PutUint64(b[start+8:], j.seq)
+		binary.LittleEndian.PutUint32(b[start+16:], recordCRC(b[start+8:start+16], b[start+journalHead:]))
+	}
+	if uintptr(unsafe.Pointer(&b[0]))%directAlign != 0 {
+		raw := make([]byte, cap(b)+directAlign)
+		at := -int(uintptr(unsafe.Pointer(&raw[0]))) & (directAlign - 1)
+		b = append(raw[at:at], b...)
 	}
 	return b
 }

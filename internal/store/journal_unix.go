@@ -5,6 +5,7 @@ package store
 import (
 	"os"
 	"syscall"
+	"unsafe"
 )
 
 // datasync is fdatasync: the journal's records, without the file's timestamps.
@@ -15,6 +16,23 @@ func datasync(f *os.File) error {
 			return err
 		}
 	}
+}
+
+// openDirect opens the journal at path for O_DIRECT writes, or returns nil when its file
+// system does not take them: it writes the ring's first block (zeros, as reset left it) and
+// fdatasyncs it as a trial.
+func openDirect(path string) *os.File {
+	f, err := os.OpenFile(path, os.O_RDWR|syscall.O_DIRECT, 0)
+	if err != nil {
+		return nil
+	}
+	raw := make([]byte, 2*directAlign)
+	at := -int(uintptr(unsafe.Pointer(&raw[0]))) & (directAlign - 1)
+	if _, err := f.WriteAt(raw[at:at+directAlign], 0); err != nil || datasync(f) != nil {
+		f.Close()
+		return nil
+	}
+	return f
 }
 
 // lockFile takes an exclusive lock on f that ends with the process (or f's closing).
