@@ -283,7 +283,7 @@ func (s *Store) commitLoop() {
 		if d := s.def; d != nil {
 			// A transaction is open (see deferredTx): wait a moment for more to put in it.
 			age := time.Since(d.opened)
-			if d.commits >= deferMaxCommits || age >= s.deferMaxAge {
+			if d.commits >= deferMaxCommits || d.bytes >= deferMaxBytes || age >= s.deferMaxAge {
 				s.commitDeferred()
 				continue
 			}

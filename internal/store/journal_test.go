@@ -485,6 +485,46 @@ func TestOpenTransactionReadYourWrites(t *testing.T) {
 	}
 }
 
+// A writer outside the committer (here CREATE of an IMAP mailbox) has the open transaction
+// commit first instead of waiting for the connection it holds.
+func TestOpenTransactionYieldsToWriters(t *testing.T) {
+	t.Parallel()
+	_, s, acct := newJournaled(t)
+	holdOpen(s)
+	deliverInline(t, s, acct, "one")
+	if !s.deferOpen.Load() {
+		t.Fatal("no transaction was left open after a journaled commit")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := s.CreateMailbox(ctx, acct, "Projects", ""); err != nil {
+		t.Fatalf("CreateMailbox beside an open transaction: %v", err)
+	}
+	if n := countIn(t, s, acct); n != 1 {
+		t.Errorf("after the write another connection sees %d messages, want 1", n)
+	}
+}
+
+// The open transaction keeps a copy of each message it holds (to write it again if the
+// commit fails): past deferMaxBytes of them it commits, however young.
+func TestOpenTransactionBoundedBytes(t *testing.T) {
+	t.Parallel()
+	_, s, acct := newJournaled(t)
+	holdOpen(s)
+	const size = 30 << 10 // journaled (under journalMaxData)
+	n := deferMaxBytes/size + 2
+	for i := range n {
+		deliverInline(t, s, acct, fmt.Sprintf("%04d%s", i, strings.Repeat("z", size-4)))
+	}
+	if got := countIn(t, s, acct); got < deferMaxBytes/size {
+		t.Errorf("another connection sees %d of %d messages of %d bytes, want at least %d: the open transaction outgrew %d bytes",
+			got, n, size, deferMaxBytes/size, deferMaxBytes)
+	}
+	if s.def != nil && s.def.bytes >= deferMaxBytes {
+		t.Errorf("the open transaction holds %d bytes of messages", s.def.bytes)
+	}
+}
+
 // Without a read, the open transaction commits by itself a moment after the last commit.
 func TestOpenTransactionCommitsWhenIdle(t *testing.T) {
 	t.Parallel()

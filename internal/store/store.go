@@ -507,8 +507,10 @@ func (s *Store) Close() error {
 	return errors.Join(s.r.Close(), s.w.Close(), jerr)
 }
 
-// writeTx runs fn in one writer transaction (BEGIN IMMEDIATE).
+// writeTx runs fn in one writer transaction (BEGIN IMMEDIATE). The committer's open
+// transaction, which holds the writer connection, commits first (see flushPending).
 func (s *Store) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	s.flushPending(ctx)
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return classify(err)
