@@ -244,7 +244,11 @@ func (s *Store) groupTxLazy(ctx context.Context, fn func(ctx context.Context, tx
 // delivery result): when no message commit is waiting, the committer holds it for up to
 // joinWait so that it rides in the next message's transaction instead of costing one of
 // its own. Under a steady stream of mail that halves the writer's transactions per relayed
-// message; when mail stops, the write waits Options.JoinWait at most.
+// message; when mail stops, the write waits Options.JoinWait at most. It waits so even when
+// the committer's open transaction (deferredTx) could take it at once: in the next message's
+// batch, its rows are written beside the journal's fdatasync (rowWriter), where alone they
+// would be written by the committer while that message waited (relayed case c, one session:
+// 3% more messages; the results took 77 us of the committer per message).
 func (s *Store) groupTxJoin(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
 	return s.group(ctx, &pending{op: fn, noSync: true, join: true, done: make(chan error, 1)})
 }
@@ -317,7 +321,7 @@ func (s *Store) commitLoop() {
 		if batch = s.answerFlushes(batch); len(batch) == 0 {
 			continue
 		}
-		if s.def == nil && open && s.joinWait > 0 && onlyJoinable(batch) {
+		if open && s.joinWait > 0 && onlyJoinable(batch) {
 			// Nothing waits for an fsync: give a message commit a moment to come and carry
 			// these writes (see groupTxJoin).
 			if wait == nil {

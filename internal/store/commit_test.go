@@ -418,6 +418,36 @@ func TestJoinableWrites(t *testing.T) {
 			t.Errorf("a joinable write alone committed after %v, want JoinWait (5ms)", d)
 		}
 	})
+	// Beside the committer's open transaction too, the write waits for the next message and
+	// goes in its batch: its rows are then written beside the journal's fdatasync, not by
+	// the committer while that message waits.
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := newTestStore(t, Options{Journal: true, JoinWait: time.Hour})
+		a := mustAccount(t, s, "ana@example.org")
+		holdOpen(s)
+		deliverInline(t, s, a.ID, "one")
+		if !s.deferOpen.Load() {
+			t.Fatal("no transaction was left open after a journaled commit")
+		}
+		var batches []int
+		s.testHookCommit = func(n int) { batches = append(batches, n) }
+		joined := make(chan error, 1)
+		go func() { joined <- s.groupTxJoin(ctx, touch) }()
+		synctest.Wait()
+		select {
+		case err := <-joined:
+			t.Fatalf("joinable write went alone into the open transaction at once (%v)", err)
+		default:
+		}
+		deliverInline(t, s, a.ID, "two")
+		if err := <-joined; err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(batches, []int{2}) {
+			t.Errorf("batches of %v, want one of 2 (the message and the joinable write)", batches)
+		}
+	})
 }
 
 // Under a steady stream of commits the WAL must start over from its beginning now and then:
