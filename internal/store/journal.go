@@ -59,7 +59,8 @@ const (
 	journalName = "intake.journal"
 	// defaultJournalSize: with O_DIRECT every batch takes at least a 4 KiB block, so the ring
 	// holds 1,024 batches; going round costs the committer a commit and an fsync of the WAL
-	// (a few ms), about once a second under one SMTP session.
+	// (a few ms), about once a second under one SMTP session. It takes at most an eighth of
+	// the free space (see openJournal).
 	defaultJournalSize = 4 << 20
 	// journalMaxData: a message stored inside the database is journaled up to this size.
 	// Larger ones (still inline up to InlineMax) would write their bytes three times, and
@@ -113,7 +114,12 @@ type journal struct {
 // It runs in Open, before the committer starts.
 func (s *Store) openJournal(ctx context.Context, size int64) error {
 	if size <= 0 {
+		// The ring takes at most an eighth of the free space: on a small file system the
+		// database needs the room more than the shortcut does.
 		size = defaultJournalSize
+		if free := freeBytes(s.dir); free >= 0 {
+			size = max(min(size, free/8)&^(directAlign-1), 16*directAlign)
+		}
 	}
 	if err := s.prepareJournalTable(ctx); err != nil {
 		return err
@@ -582,18 +588,36 @@ func (s *Store) abortDeferred() {
 	s.rewrite(d.batches)
 }
 
-// rewrite writes batches that were answered in a transaction that did not commit, each in a
-// transaction of its own with an fsync (their ops may run again, as groupTx allows). Those
-// that fail (a full disk) are kept and tried again before every later write
-// (retryUnwritten); meanwhile their journal records must stay, so nothing goes through the
-// journal.
+// rewrite writes batches that were answered in a transaction that did not commit, all in one
+// transaction with an fsync, or, when that fails, each in a transaction of its own (their ops
+// may run again, as groupTx allows). Those that fail (a full disk) are kept and tried again
+// before every later write (retryUnwritten); meanwhile their journal records must stay, so
+// nothing goes through the journal.
 func (s *Store) rewrite(batches [][]*pending) error {
 	s.unwritten = append(s.unwritten, batches...)
 	return s.retryUnwritten()
 }
 
-// retryUnwritten writes what rewrite could not, in order, up to the first failure.
+// retryUnwritten writes what rewrite could not: all at once, else in order up to the first
+// failure.
 func (s *Store) retryUnwritten() error {
+	if len(s.unwritten) > 1 {
+		// All in one transaction first: one transaction each writes the pages every message
+		// changes once per message, and a failed open transaction may leave hundreds of
+		// batches, whose WAL frames would take more room than a disk that just filled up has
+		// (an 8 MiB file system: 85 batches of one small message, 4 MiB of WAL).
+		var all []*pending
+		for _, b := range s.unwritten {
+			all = append(all, b...)
+		}
+		if _, err := s.writeFull(s.cctx, all); err == nil {
+			for _, b := range s.unwritten {
+				s.notifyBatch(b)
+			}
+			s.unwritten = nil
+			return nil
+		}
+	}
 	for len(s.unwritten) > 0 {
 		b := s.unwritten[0]
 		if _, err := s.writeFull(s.cctx, b); err != nil {

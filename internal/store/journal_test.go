@@ -561,6 +561,29 @@ func TestOpenTransactionFailureKeepsAnswered(t *testing.T) {
 	wantInbox(t, "after a restart", s, acct, "kept")
 }
 
+// The answered batches of a failed open transaction are written again in one transaction,
+// not one each: one each writes the pages every message changes once per message, more than
+// a disk that has just filled up may have room for.
+func TestOpenTransactionFailureRewritesOnce(t *testing.T) {
+	t.Parallel()
+	_, s, acct := newJournaled(t)
+	holdOpen(s)
+	var want []string
+	for i := range 5 {
+		want = append(want, fmt.Sprint("kept ", i))
+		deliverInline(t, s, acct, want[i])
+	}
+	before := s.txCount.Load()
+	deliverRefused(t, s, acct)
+	if n := s.txCount.Load() - before; n != 1 {
+		t.Errorf("%d transactions to write 5 answered batches again, want 1", n)
+	}
+	if n := countIn(t, s, acct); n != 5 {
+		t.Errorf("another connection sees %d messages after the failure, want the 5 answered", n)
+	}
+	wantInbox(t, "after the failure", s, acct, want...)
+}
+
 // A crash loses the committer's open transaction. Its messages are in the journal: a CLI
 // command opening the data directory before the server starts again writes them (as the
 // server would at its start), and the server then does not write them twice.

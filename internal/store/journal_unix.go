@@ -35,6 +35,15 @@ func openDirect(path string) *os.File {
 	return f
 }
 
+// freeBytes is the room left for an unprivileged writer on dir's file system, or -1.
+func freeBytes(dir string) int64 {
+	var st syscall.Statfs_t
+	if syscall.Statfs(dir, &st) != nil {
+		return -1
+	}
+	return int64(st.Bavail) * st.Bsize
+}
+
 // lockFile takes an exclusive lock on f that ends with the process (or f's closing).
 func lockFile(f *os.File) error {
 	return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
