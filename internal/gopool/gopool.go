@@ -23,22 +23,30 @@ type Pool struct {
 // DefaultMaxIdle is the number of idle goroutines a Pool keeps by default.
 const DefaultMaxIdle = 32
 
-// Go runs f on an idle goroutine of the pool, or on a new one. It never waits for f.
+// Go runs f on an idle goroutine of the pool, or on a new one. It never waits for f (at
+// most for an idle goroutine that has just counted itself idle to reach its receive).
 func (p *Pool) Go(f func()) {
 	p.mu.Lock()
 	if p.work == nil {
 		p.work, p.quit = make(chan func()), make(chan struct{})
 	}
-	work := p.work
-	p.mu.Unlock()
-	select {
-	case work <- f: // an idle goroutine took it
-	default:
-		p.mu.Lock()
-		p.started++
+	if p.idle > 0 && !p.closed {
+		// Claimed under the lock: an idle goroutine counts itself before it waits on work,
+		// and a send that did not wait could miss it in between and start a goroutine too
+		// many.
+		p.idle--
+		work, quit := p.work, p.quit
 		p.mu.Unlock()
-		go p.worker(f)
+		select {
+		case work <- f:
+			return
+		case <-quit: // closed meanwhile: the claimed goroutine ends
+		}
+		p.mu.Lock()
 	}
+	p.started++
+	p.mu.Unlock()
+	go p.worker(f)
 }
 
 // Close ends the idle goroutines, and each busy one once its function returns. Go still
@@ -50,6 +58,7 @@ func (p *Pool) Close() {
 		return
 	}
 	p.closed = true
+	p.idle = 0 // every idle goroutine ends
 	if p.quit != nil {
 		close(p.quit)
 	}
@@ -71,13 +80,8 @@ func (p *Pool) worker(f func()) {
 		p.idle++
 		p.mu.Unlock()
 		select {
-		case f = <-p.work:
-		case <-p.quit:
-		}
-		p.mu.Lock()
-		p.idle--
-		p.mu.Unlock()
-		if f == nil {
+		case f = <-p.work: // Go took it off the idle count
+		case <-p.quit: // Close set the idle count to 0
 			return
 		}
 	}
