@@ -388,20 +388,10 @@ func TestJoinableWrites(t *testing.T) {
 		return err
 	}
 	synctest.Test(t, func(t *testing.T) {
-		ctx := context.Background()
 		s := newTestStore(t, Options{JoinWait: time.Hour})
 		a := mustAccount(t, s, "ana@example.org")
 		before := s.txCount.Load()
-		joined := make(chan error, 1)
-		go func() { joined <- s.groupTxJoin(ctx, touch) }()
-		synctest.Wait() // the committer holds the write, waiting for company
-		select {
-		case err := <-joined:
-			t.Fatalf("joinable write committed alone at once (%v)", err)
-		default:
-		}
-		deliverInline(t, s, a.ID, "Subject: x\r\n\r\nx\r\n")
-		if err := <-joined; err != nil {
+		if err := joinThenDeliver(t, s, a.ID, "Subject: x\r\n\r\nx\r\n", touch); err != nil {
 			t.Fatal(err)
 		}
 		if n := s.txCount.Load() - before; n != 1 {
@@ -422,7 +412,6 @@ func TestJoinableWrites(t *testing.T) {
 	// goes in its batch: its rows are then written beside the journal's fdatasync, not by
 	// the committer while that message waits.
 	synctest.Test(t, func(t *testing.T) {
-		ctx := context.Background()
 		s := newTestStore(t, Options{Journal: true, JoinWait: time.Hour})
 		a := mustAccount(t, s, "ana@example.org")
 		holdOpen(s)
@@ -432,22 +421,30 @@ func TestJoinableWrites(t *testing.T) {
 		}
 		var batches []int
 		s.testHookCommit = func(n int) { batches = append(batches, n) }
-		joined := make(chan error, 1)
-		go func() { joined <- s.groupTxJoin(ctx, touch) }()
-		synctest.Wait()
-		select {
-		case err := <-joined:
-			t.Fatalf("joinable write went alone into the open transaction at once (%v)", err)
-		default:
-		}
-		deliverInline(t, s, a.ID, "two")
-		if err := <-joined; err != nil {
+		if err := joinThenDeliver(t, s, a.ID, "two", touch); err != nil {
 			t.Fatal(err)
 		}
 		if !reflect.DeepEqual(batches, []int{2}) {
 			t.Errorf("batches of %v, want one of 2 (the message and the joinable write)", batches)
 		}
 	})
+}
+
+// joinThenDeliver starts a joinable write, checks that the committer holds it back (waiting
+// for company), delivers body to acct and returns the write's result. It runs in a synctest
+// bubble.
+func joinThenDeliver(t *testing.T, s *Store, acct int64, body string, fn func(context.Context, *sql.Tx) error) error {
+	t.Helper()
+	joined := make(chan error, 1)
+	go func() { joined <- s.groupTxJoin(context.Background(), fn) }()
+	synctest.Wait()
+	select {
+	case err := <-joined:
+		t.Fatalf("joinable write committed at once, alone (%v)", err)
+	default:
+	}
+	deliverInline(t, s, acct, body)
+	return <-joined
 }
 
 // Under a steady stream of commits the WAL must start over from its beginning now and then:

@@ -299,8 +299,6 @@ func TestJournalVoidsFailedCommit(t *testing.T) {
 func TestJournalWrapsRing(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	snap := filepath.Join(t.TempDir(), "snap.db")
-	db := filepath.Join(dir, dbName)
 	opt := Options{Journal: true, JournalSize: 4096}
 	s := openServer(t, dir, opt)
 	a := mustAccount(t, s, "ana@example.org")
@@ -314,16 +312,26 @@ func TestJournalWrapsRing(t *testing.T) {
 	if s.j.wraps < 3 {
 		t.Errorf("the ring went round %d times, want at least 3", s.j.wraps)
 	}
+	wantAfterLostTransactions(t, dir, opt, a.ID, body, 40, 45, want)
+}
+
+// wantAfterLostTransactions delivers body(from) to body(to-1) to a new server on dir, then puts
+// back the database as it was before (SQLite lost their transactions) and checks that the
+// next open finds want and them, replayed from the journal.
+func wantAfterLostTransactions(t *testing.T, dir string, opt Options, acct int64, body func(int) string, from, to int, want []string) {
+	t.Helper()
+	snap := filepath.Join(t.TempDir(), "snap.db")
+	db := filepath.Join(dir, dbName)
 	copyDB(t, db, snap)
-	s = openServer(t, dir, opt)
-	for i := 40; i < 45; i++ {
-		deliverInline(t, s, a.ID, body(i))
+	s := openServer(t, dir, opt)
+	for i := from; i < to; i++ {
+		deliverInline(t, s, acct, body(i))
 		want = append(want, body(i))
 	}
 	s.Close()
 	copyDB(t, snap, db)
 	s = openTestStore(t, dir, opt)
-	wantInbox(t, "after the ring went round and a lost transaction", s, a.ID, want...)
+	wantInbox(t, "after the ring went round and a lost transaction", s, acct, want...)
 }
 
 // A ring large enough for O_DIRECT (every batch padded to a block) goes round the same way,
@@ -332,8 +340,6 @@ func TestJournalWrapsRing(t *testing.T) {
 func TestJournalDirectWrapsRing(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	snap := filepath.Join(t.TempDir(), "snap.db")
-	db := filepath.Join(dir, dbName)
 	opt := Options{Journal: true, JournalSize: directMinSize}
 	s := openServer(t, dir, opt)
 	if s.j.df == nil {
@@ -357,16 +363,7 @@ func TestJournalDirectWrapsRing(t *testing.T) {
 	if s.j.wraps < 2 {
 		t.Errorf("the ring went round %d times, want at least 2", s.j.wraps)
 	}
-	copyDB(t, db, snap)
-	s = openServer(t, dir, opt)
-	for i := laps; i < laps+5; i++ {
-		deliverInline(t, s, a.ID, body(i))
-		want = append(want, body(i))
-	}
-	s.Close()
-	copyDB(t, snap, db)
-	s = openTestStore(t, dir, opt)
-	wantInbox(t, "after the ring went round and a lost transaction", s, a.ID, want...)
+	wantAfterLostTransactions(t, dir, opt, a.ID, body, laps, laps+5, want)
 }
 
 // Padding ends every batch on a block boundary, in aligned memory, with a record the scan
@@ -450,6 +447,19 @@ func holdOpen(s *Store) {
 	s.deferWait, s.deferMaxAge = time.Hour, time.Hour
 }
 
+// newHeldOpen is newJournaled with one message, body, delivered into an open transaction
+// that stays open until something commits it (holdOpen).
+func newHeldOpen(t *testing.T, body string) (dir string, s *Store, acct int64) {
+	t.Helper()
+	dir, s, acct = newJournaled(t)
+	holdOpen(s)
+	deliverInline(t, s, acct, body)
+	if !s.deferOpen.Load() {
+		t.Fatal("no transaction was left open after a journaled commit")
+	}
+	return dir, s, acct
+}
+
 func countIn(t *testing.T, s *Store, acct int64) int {
 	t.Helper()
 	var n int
@@ -489,12 +499,7 @@ func TestOpenTransactionReadYourWrites(t *testing.T) {
 // commit first instead of waiting for the connection it holds.
 func TestOpenTransactionYieldsToWriters(t *testing.T) {
 	t.Parallel()
-	_, s, acct := newJournaled(t)
-	holdOpen(s)
-	deliverInline(t, s, acct, "one")
-	if !s.deferOpen.Load() {
-		t.Fatal("no transaction was left open after a journaled commit")
-	}
+	_, s, acct := newHeldOpen(t, "one")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := s.CreateMailbox(ctx, acct, "Projects", ""); err != nil {
@@ -543,12 +548,7 @@ func TestOpenTransactionCommitsWhenIdle(t *testing.T) {
 // it in the same transaction: they are written again; the failed one is voided.
 func TestOpenTransactionFailureKeepsAnswered(t *testing.T) {
 	t.Parallel()
-	dir, s, acct := newJournaled(t)
-	holdOpen(s)
-	deliverInline(t, s, acct, "kept")
-	if !s.deferOpen.Load() {
-		t.Fatal("no transaction was left open")
-	}
+	dir, s, acct := newHeldOpen(t, "kept")
 	deliverRefused(t, s, acct)
 	if s.j.broken {
 		t.Error("writing the answered commit again failed")
