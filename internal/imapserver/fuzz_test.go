@@ -18,6 +18,12 @@ func FuzzParseStructure(f *testing.F) {
 	f.Add("Subject: x\r\n\r\nline 1\r\nline 2\n\r\n\r\nno end")
 	f.Add("Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\nbody\r\n")
 	f.Add("Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\n\r\none\r\n--a--\r\nepilogue\r\nmore\r\n")
+	// Longer than the buffer of a scanner over a message in memory (memScanBufSize): a header
+	// line, a part's line, a plain body.
+	f.Add("Subject: " + strings.Repeat("s", 10000) + "\r\nFrom: a@b\r\n\r\nbody\r\n")
+	f.Add("Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\nContent-Type: text/plain\r\n\r\n" +
+		strings.Repeat("x", 9000) + "\r\nshort\r\n--a\r\n\r\n" + strings.Repeat("line\r\n", 2000) + "--a--\r\n")
+	f.Add("Subject: big\r\n\r\n" + strings.Repeat("1XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX\r\n", 2500) + "no end")
 	f.Fuzz(func(t *testing.T, msg string) {
 		root, err := parseStructure(strings.NewReader(msg))
 		if err != nil {
@@ -47,6 +53,16 @@ func FuzzParseStructure(f *testing.F) {
 			if err != nil || !reflect.DeepEqual(got, want) {
 				t.Fatalf("bulk skip: %+v, %v; line by line: %+v", got, err, want)
 			}
+		}
+		// A message in memory (the store's cache) is read through a small buffer and its last
+		// body counted in place: the same tree again.
+		want, err := parseStructure(strings.NewReader(msg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := parseScanner(newMemScanner([]byte(msg)))
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("in memory: %+v, %v; from a reader: %+v", got, err, want)
 		}
 	})
 }

@@ -32,5 +32,16 @@ func BenchmarkIndexMessage(b *testing.B) {
 				}
 			}
 		})
+		// As the indexer reads new mail: from the store's cache, in memory.
+		b.Run(c.name+"-mem", func(b *testing.B) {
+			r := memMessage{bytes.NewReader([]byte(c.msg)), []byte(c.msg)}
+			b.SetBytes(int64(len(c.msg)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := IndexMessage(r, int64(len(c.msg))); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package imapserver
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -275,7 +276,11 @@ func parseReader(r store.MessageReader, id string, size int64, full bool) (*meta
 // store would cache at delivery, so that even the first FETCH or SEARCH of a message needs
 // no parse (see the store's putMetaTx).
 func IndexMessage(r io.ReaderAt, size int64) (store.MessageMeta, error) {
-	m, err := parseReader(readerAtReader{io.NewSectionReader(r, 0, size)}, "", size, true)
+	var mr store.MessageReader = readerAtReader{io.NewSectionReader(r, 0, size)}
+	if m, ok := r.(byteSource); ok && inMemory(m, size) {
+		mr = memMessage{bytes.NewReader(m.Bytes()), m.Bytes()}
+	}
+	m, err := parseReader(mr, "", size, true)
 	if err != nil {
 		return store.MessageMeta{}, err
 	}
@@ -286,6 +291,16 @@ func IndexMessage(r io.ReaderAt, size int64) (store.MessageMeta, error) {
 type readerAtReader struct{ *io.SectionReader }
 
 func (readerAtReader) Close() error { return nil }
+
+// memMessage is a message in memory, read as a store.MessageReader that also gives its bytes
+// (byteSource) to the parser.
+type memMessage struct {
+	*bytes.Reader
+	b []byte
+}
+
+func (memMessage) Close() error    { return nil }
+func (m memMessage) Bytes() []byte { return m.b }
 
 // envCache keeps the size and decoded ENVELOPE of recently fetched messages in memory, keyed
 // by the immutable message id, so that listing a large mailbox again reads only its own rows

@@ -71,7 +71,20 @@ type lineScanner struct {
 	prevEmpty bool
 
 	perLine bool // tests: skip every body line by line (the reference for skipToEnd)
+
+	// src is the whole input when it is in memory (a message from the store's cache or
+	// stored inside the database): skipToEnd counts the rest there instead of copying it
+	// through br, and br need only hold a line or a header's worth.
+	src []byte
 }
+
+// byteSource is a reader whose whole content is in memory (the store's memReader).
+type byteSource interface{ Bytes() []byte }
+
+// memScanBufSize is the buffer of a scanner over input in memory: lines longer than it come
+// in chunks, as for any reader, and bodies with no delimiter to look for are not read
+// through it at all.
+const memScanBufSize = 4 << 10
 
 // newLineScanner reads r through a buffer fitted to size (0: unknown), so that parsing many
 // small messages does not allocate scanBufSize for each.
@@ -81,6 +94,12 @@ func newLineScanner(r io.Reader, size int64) *lineScanner {
 		n = max(int(size)+1, 512)
 	}
 	return &lineScanner{br: bufio.NewReaderSize(r, n), nextBOL: true}
+}
+
+// newMemScanner scans src, held in memory, from its start.
+func newMemScanner(src []byte) *lineScanner {
+	n := min(max(len(src)+1, 512), memScanBufSize)
+	return &lineScanner{br: bufio.NewReaderSize(bytes.NewReader(src), n), nextBOL: true, src: src}
 }
 
 // next makes the next line current; false at the end of input.
@@ -148,6 +167,17 @@ func eolLen(l []byte) int64 {
 // 1,300 lines).
 func (sc *lineScanner) skipToEnd() bodyEnd {
 	sc.peeked = false // an unread line belongs to this body, and is counted already
+	if sc.src != nil && sc.err == nil {
+		// The input is in memory: what br holds and what it has yet to read are both
+		// src[off:].
+		if rest := sc.src[min(sc.off, int64(len(sc.src))):]; len(rest) > 0 {
+			sc.lfs += int64(bytes.Count(rest, []byte{'\n'}))
+			sc.off += int64(len(rest))
+			sc.nextBOL = rest[len(rest)-1] == '\n'
+		}
+		sc.br.Reset(bytes.NewReader(nil))
+		sc.err = io.EOF
+	}
 	for sc.err == nil {
 		if sc.br.Buffered() == 0 {
 			if _, err := sc.br.Peek(1); err != nil {
@@ -229,7 +259,20 @@ func parseStructure(r io.Reader) (*part, error) {
 
 // parseStructureSize is parseStructure for a message of about size bytes (0: unknown).
 func parseStructureSize(r io.Reader, size int64) (*part, error) {
-	sc := newLineScanner(r, size)
+	if m, ok := r.(byteSource); ok && inMemory(m, size) {
+		return parseScanner(newMemScanner(m.Bytes()))
+	}
+	return parseScanner(newLineScanner(r, size))
+}
+
+// inMemory reports whether a message of size bytes is better parsed from m's bytes: all of
+// them, and more than a small scanner's buffer (below that, the buffer fitted to the size
+// copies the message once and costs no more).
+func inMemory(m byteSource, size int64) bool {
+	return int64(len(m.Bytes())) == size && size > memScanBufSize
+}
+
+func parseScanner(sc *lineScanner) (*part, error) {
 	root, _ := sc.parsePart(nil, 0, "")
 	if sc.err != nil && !errors.Is(sc.err, io.EOF) {
 		return nil, sc.err
