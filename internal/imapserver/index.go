@@ -21,29 +21,38 @@ type IndexStore interface {
 // it falls behind, messages are skipped and parsed at their first FETCH as before (the cache
 // is only a cache).
 type Indexer struct {
-	st      IndexStore
-	log     *slog.Logger
-	ch      chan string
-	stop    chan struct{}
-	wg      sync.WaitGroup
-	once    sync.Once
+	st   IndexStore
+	log  *slog.Logger
+	stop chan struct{}
+	wg   sync.WaitGroup
+	once sync.Once
+
 	started sync.Once
+
+	// Queued ids wait in ids; wake tells the worker that ids became non-empty.
+	mu   sync.Mutex
+	ids  []string
+	wake chan struct{}
 }
 
 // indexWrite is the most messages written in one transaction; indexDelay is the longest a
-// parsed message waits for others to share its write.
+// parsed message waits for others to share its write. indexGather is how long the worker
+// lets new mail gather after the first message of a round before it parses them all;
+// indexQueueMax bounds the messages waiting (past it, the first FETCH parses them).
 const (
-	indexDelay = 250 * time.Millisecond
-	indexWrite = 32
+	indexDelay    = 250 * time.Millisecond
+	indexWrite    = 32
+	indexGather   = 20 * time.Millisecond
+	indexQueueMax = 16384
 )
 
 // NewIndexer makes an Indexer; Start runs its worker and Close stops it. Messages queued
-// before Start wait (up to the queue's size).
+// before Start wait (up to indexQueueMax).
 func NewIndexer(st IndexStore, log *slog.Logger) *Indexer {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Indexer{st: st, log: log, ch: make(chan string, 16384), stop: make(chan struct{})}
+	return &Indexer{st: st, log: log, stop: make(chan struct{}), wake: make(chan struct{}, 1)}
 }
 
 // Start runs the background worker (once).
@@ -54,11 +63,23 @@ func (ix *Indexer) Start() {
 	})
 }
 
-// Queue asks for a message to be indexed. It never blocks.
+// Queue asks for a message to be indexed. It never blocks, and wakes the worker only for
+// the first message of a round: one SMTP session delivering a message a millisecond would
+// otherwise wake it (a goroutine, and often a thread, switched in and out) for every one.
 func (ix *Indexer) Queue(messageID string) {
-	select {
-	case ix.ch <- messageID:
-	default: // behind: the first FETCH will parse it
+	ix.mu.Lock()
+	if len(ix.ids) >= indexQueueMax {
+		ix.mu.Unlock()
+		return // behind: the first FETCH will parse it
+	}
+	ix.ids = append(ix.ids, messageID)
+	first := len(ix.ids) == 1
+	ix.mu.Unlock()
+	if first {
+		select {
+		case ix.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -73,13 +94,16 @@ func (ix *Indexer) Close() {
 func (ix *Indexer) run() {
 	defer ix.wg.Done()
 	ctx := context.Background()
-	// A message is parsed as soon as it is queued, while its bytes are still in the store's
-	// cache of new mail; the results are written a few at a time: each write holds the
-	// store's single writer, and a message commit arriving meanwhile waits for it. A write
-	// goes when indexWrite results are ready or the oldest has waited indexDelay.
+	// New mail is parsed within indexGather of its delivery, while its bytes are still in
+	// the store's cache of new mail, a round at a time; the results are written a few at a
+	// time: each write holds the store's single writer, and a message commit arriving
+	// meanwhile waits for it. A write goes when indexWrite results are ready or the oldest
+	// has waited indexDelay.
 	metas := make(map[string]store.MessageMeta, indexWrite)
 	flush := time.NewTimer(indexDelay)
 	flush.Stop()
+	gather := time.NewTimer(indexGather)
+	gather.Stop()
 	write := func() {
 		flush.Stop()
 		if len(metas) == 0 {
@@ -90,12 +114,28 @@ func (ix *Indexer) run() {
 		}
 		metas = make(map[string]store.MessageMeta, indexWrite)
 	}
+	var batch []string
 	for {
 		select {
 		case <-ix.stop:
 			write()
 			return
-		case id := <-ix.ch:
+		case <-flush.C:
+			write()
+			continue
+		case <-ix.wake:
+		}
+		gather.Reset(indexGather)
+		select {
+		case <-ix.stop:
+			write()
+			return
+		case <-gather.C:
+		}
+		ix.mu.Lock()
+		batch, ix.ids = ix.ids, batch[:0]
+		ix.mu.Unlock()
+		for _, id := range batch {
 			first := len(metas) == 0
 			ix.index(ctx, id, metas)
 			switch {
@@ -104,9 +144,8 @@ func (ix *Indexer) run() {
 			case first && len(metas) > 0:
 				flush.Reset(indexDelay)
 			}
-		case <-flush.C:
-			write()
 		}
+		clear(batch)
 	}
 }
 

@@ -130,3 +130,58 @@ func indexTestStore(t *testing.T) (*store.Store, store.Account) {
 	env := mailtest.New(t)
 	return env.Store, env.Account
 }
+
+// TestIndexerRoundsLoseNothing: mail queued while the worker gathers or parses a round (it
+// is woken only by the first message of a round) is indexed in a later one.
+func TestIndexerRoundsLoseNothing(t *testing.T) {
+	ctx := context.Background()
+	st, acct := indexTestStore(t)
+	ix := NewIndexer(st, nil)
+	ix.Start()
+	defer ix.Close()
+	var ids []string
+	for i := range 40 {
+		b, err := st.NewBufferedBlob()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(b, "From: a@example.org\r\nSubject: %d\r\n\r\nbody\r\n", i)
+		ids = append(ids, b.ID())
+		if err := st.Deliver(ctx, &store.Commit{Blob: b, Recipients: []store.Recipient{{Address: "user@example.test", AccountID: acct.ID}}}); err != nil {
+			t.Fatal(err)
+		}
+		ix.Queue(b.ID())
+		// Gaps shorter and longer than a round's gathering.
+		time.Sleep(time.Duration(i%4) * indexGather / 2)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m, err := st.GetMessageMeta(ctx, ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(m) == len(ids) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d messages cached", len(m), len(ids))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestIndexerQueueBounded: past indexQueueMax waiting messages, Queue drops new ones (their
+// first FETCH parses them) instead of growing without bound.
+func TestIndexerQueueBounded(t *testing.T) {
+	st, _ := indexTestStore(t)
+	ix := NewIndexer(st, nil) // not started: nothing is taken from the queue
+	for i := range indexQueueMax + 10 {
+		ix.Queue(fmt.Sprint(i))
+	}
+	ix.mu.Lock()
+	n := len(ix.ids)
+	ix.mu.Unlock()
+	if n != indexQueueMax {
+		t.Errorf("%d messages queued, want %d", n, indexQueueMax)
+	}
+}
