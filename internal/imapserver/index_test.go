@@ -76,40 +76,19 @@ func (c *countingIndexStore) PutMessageMeta(ctx context.Context, metas map[strin
 // TestIndexerWritesInSmallTransactions: a burst of new mail is cached in writes of at most
 // indexWrite messages (each write holds the store's only writer), and none is left out.
 func TestIndexerWritesInSmallTransactions(t *testing.T) {
-	ctx := context.Background()
 	st, acct := indexTestStore(t)
 	n := 2*indexWrite + 3
 	cs := &countingIndexStore{IndexStore: st}
 	ix := NewIndexer(cs, nil)
 	var ids []string
 	for i := range n {
-		b, err := st.NewBufferedBlob()
-		if err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprintf(b, "From: a@example.org\r\nSubject: %d\r\n\r\nbody\r\n", i)
-		ids = append(ids, b.ID())
-		if err := st.Deliver(ctx, &store.Commit{Blob: b, Recipients: []store.Recipient{{Address: "user@example.test", AccountID: acct.ID}}}); err != nil {
-			t.Fatal(err)
-		}
-		ix.Queue(b.ID())
+		id := deliverNumbered(t, st, acct, i)
+		ids = append(ids, id)
+		ix.Queue(id)
 	}
 	ix.Start()
 	defer ix.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		m, err := st.GetMessageMeta(ctx, ids)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(m) == n {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d messages cached", len(m), n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitCached(t, st, ids)
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	total := 0
@@ -134,29 +113,41 @@ func indexTestStore(t *testing.T) (*store.Store, store.Account) {
 // TestIndexerRoundsLoseNothing: mail queued while the worker gathers or parses a round (it
 // is woken only by the first message of a round) is indexed in a later one.
 func TestIndexerRoundsLoseNothing(t *testing.T) {
-	ctx := context.Background()
 	st, acct := indexTestStore(t)
 	ix := NewIndexer(st, nil)
 	ix.Start()
 	defer ix.Close()
 	var ids []string
 	for i := range 40 {
-		b, err := st.NewBufferedBlob()
-		if err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprintf(b, "From: a@example.org\r\nSubject: %d\r\n\r\nbody\r\n", i)
-		ids = append(ids, b.ID())
-		if err := st.Deliver(ctx, &store.Commit{Blob: b, Recipients: []store.Recipient{{Address: "user@example.test", AccountID: acct.ID}}}); err != nil {
-			t.Fatal(err)
-		}
-		ix.Queue(b.ID())
+		id := deliverNumbered(t, st, acct, i)
+		ids = append(ids, id)
+		ix.Queue(id)
 		// Gaps shorter and longer than a round's gathering.
 		time.Sleep(time.Duration(i%4) * indexGather / 2)
 	}
+	waitCached(t, st, ids)
+}
+
+// deliverNumbered delivers a small message numbered i into acct's INBOX and returns its id.
+func deliverNumbered(t *testing.T, st *store.Store, acct store.Account, i int) string {
+	t.Helper()
+	b, err := st.NewBufferedBlob()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(b, "From: a@example.org\r\nSubject: %d\r\n\r\nbody\r\n", i)
+	if err := st.Deliver(context.Background(), &store.Commit{Blob: b, Recipients: []store.Recipient{{Address: "user@example.test", AccountID: acct.ID}}}); err != nil {
+		t.Fatal(err)
+	}
+	return b.ID()
+}
+
+// waitCached waits up to 10 s for every message of ids to have a cache entry.
+func waitCached(t *testing.T, st *store.Store, ids []string) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		m, err := st.GetMessageMeta(ctx, ids)
+		m, err := st.GetMessageMeta(context.Background(), ids)
 		if err != nil {
 			t.Fatal(err)
 		}
