@@ -68,6 +68,7 @@ type instance struct {
 	// subAddr and subsAddr are the submission listeners; socket is the sendmail socket.
 	subAddr, subsAddr, socket string
 	cmd                       *exec.Cmd
+	env                       []string // serve's environment, when not the test's own
 	logs                      *bytes.Buffer
 	mu                        sync.Mutex
 }
@@ -141,6 +142,7 @@ func (in *instance) start() {
 	in.t.Helper()
 	in.logs = &bytes.Buffer{}
 	in.cmd = exec.Command(in.bin, "serve", "--config", in.config)
+	in.cmd.Env = in.env
 	in.cmd.Stderr = &lockedWriter{w: in.logs, mu: &in.mu}
 	if err := in.cmd.Start(); err != nil {
 		in.t.Fatal(err)

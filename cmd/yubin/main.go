@@ -51,6 +51,9 @@ func main() {
 	if filepath.Base(os.Args[0]) == "sendmail" {
 		os.Exit(cmdSendmail(os.Args[1:], os.Stdin, os.Stderr))
 	}
+	if len(os.Args) > 1 && (os.Args[1] == "serve" || os.Args[1] == "quickstart") {
+		keepSysmonAwake(os.Args)
+	}
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
