@@ -21,7 +21,9 @@
 #
 # Case c also runs against bench/floor (FLOOR=1), a minimal SMTP responder that does nothing
 # per message but the dialogue and one fdatasync of the bytes a yubin commit writes: the
-# most a server with one fsync per acknowledged message could do on this machine today.
+# most a server with one fsync per acknowledged message could do on this machine today. It
+# runs with the Go runtime setting yubin serve gives itself (GODEBUG=schedtrace, see
+# cmd/yubin/sysmon_linux.go), so that it stays a bound for yubin.
 #
 # Environment: ROUNDS [3], CASES ["a b c"], SCALE [1] (multiplies message counts),
 # MODE [mailbox] (mailbox or relay), FSYNC [1] (0 skips the strace pass), FLOOR [1],
@@ -109,7 +111,7 @@ fi
 YB_PID=$!
 for _ in $(seq 100); do ss -Hltn "sport = :$YB_PORT" | grep -q . && break; sleep 0.1; done
 if [ "$FLOOR" = 1 ]; then
-  "$WORK/floor" -listen "127.0.0.1:$FL_PORT" -file "$WORK/floor.wal" 2>"$WORK/floor.log" &
+  GODEBUG=schedtrace=2147483647 "$WORK/floor" -listen "127.0.0.1:$FL_PORT" -file "$WORK/floor.wal" 2>"$WORK/floor.log" &
   FL_PID=$!
   for _ in $(seq 100); do ss -Hltn "sport = :$FL_PORT" | grep -q . && break; sleep 0.1; done
 fi
