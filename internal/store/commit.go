@@ -579,7 +579,7 @@ func (s *Store) writeRows(ctx context.Context, tx *sql.Tx, batch []*pending) err
 		for _, x := range []struct {
 			st **sql.Stmt
 			q  string
-		}{{&st.msg, insertMessageSQL}, {&st.bump, bumpInboxSQL}, {&st.mbx, insertMbxMsgSQL}, {&st.queue, insertQueueSQL}} {
+		}{{&st.msg, insertMessageSQL}, {&st.mbx, insertInboxSQL}, {&st.bump, bumpInboxSQL}, {&st.queue, insertQueueSQL}} {
 			if *x.st, err = s.wstmt(ctx, tx, x.q); err != nil {
 				return classify(err)
 			}
@@ -650,16 +650,17 @@ func (st txStmts) write(ctx context.Context, p *pending, now, expires int64) err
 		return fmt.Errorf("insert message: %w", err)
 	}
 	for _, acct := range p.accounts {
-		var mbox, uid, modseq int64
-		err := st.bump.QueryRowContext(ctx, acct).Scan(&mbox, &uid, &modseq)
-		if errors.Is(err, sql.ErrNoRows) {
+		res, err := st.mbx.ExecContext(ctx, p.id, received, acct)
+		if err != nil {
+			return fmt.Errorf("insert into INBOX of account %d: %w", acct, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("insert into INBOX of account %d: %w", acct, err)
+		} else if n == 0 {
 			return fmt.Errorf("INBOX of account %d: %w", acct, ErrNotFound)
 		}
-		if err != nil {
+		if _, err := st.bump.ExecContext(ctx, acct); err != nil {
 			return fmt.Errorf("next UID in INBOX of account %d: %w", acct, err)
-		}
-		if _, err := st.mbx.ExecContext(ctx, mbox, uid, p.id, modseq, received); err != nil {
-			return fmt.Errorf("insert into INBOX of account %d: %w", acct, err)
 		}
 	}
 	state := QueueQueued

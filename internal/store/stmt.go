@@ -17,7 +17,7 @@ import (
 // writerSQL lists the statements run inside writer transactions on the hot paths (the
 // message commit, queue claims and results, the IMAP indexer's writes).
 var writerSQL = []string{
-	insertMessageSQL, bumpInboxSQL, insertMbxMsgSQL, insertQueueSQL,
+	insertMessageSQL, insertInboxSQL, bumpInboxSQL, insertQueueSQL,
 	claimQueueSQL, deleteQueueSQL, deleteQueueByIDSQL, updateQueueAttemptSQL, updateQueueSQL, insertAttemptSQL,
 	deleteUnreferencedSQL, deleteUnreferencedKnownSQL, insertMetaSQL, insertSearchSQL,
 }

@@ -472,12 +472,16 @@ func readerParams() string {
 // The statements of a message commit (writeBatch).
 const (
 	insertMessageSQL = `INSERT INTO messages (id, blob_path, size, received_at, env_from, data) VALUES (?, ?, ?, ?, ?, ?)`
-	// uidnext and highestmodseq are read and bumped in one statement; the cost does not grow
-	// with the mailbox's history. RETURNING gives the values after the update (SQLite >= 3.35
-	// and PostgreSQL alike).
+	// A delivery into an INBOX takes its uidnext as the UID and highestmodseq + 1 as the
+	// modseq (insertInboxSQL), then bumps both (bumpInboxSQL); neither cost grows with the
+	// mailbox's history. Both are Execs: a Query inside a transaction (an UPDATE ...
+	// RETURNING) makes database/sql start a goroutine per call to watch the transaction's
+	// context (Rows.initContextClose), whose start wakes an idle thread of the runtime; on
+	// the committer's path that was a thread wake-up per message.
+	insertInboxSQL = `INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, modseq, internal_date)
+		SELECT id, uidnext, ?, '', highestmodseq + 1, ? FROM mailboxes WHERE account_id = ? AND name = 'INBOX'`
 	bumpInboxSQL = `UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1
-		WHERE account_id = ? AND name = 'INBOX' RETURNING id, uidnext - 1, highestmodseq`
-	insertMbxMsgSQL = `INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, modseq, internal_date) VALUES (?, ?, ?, '', ?, ?)`
+		WHERE account_id = ? AND name = 'INBOX'`
 )
 
 // Dir returns the data directory.
