@@ -6,6 +6,7 @@ package netutil
 import (
 	"errors"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -36,6 +37,13 @@ func AcceptLoop(l net.Listener, closed func() bool, closedErr error, onRetry fun
 		}
 		delay = 0
 		handle(c)
+		// Let the goroutine that handle just woke (a session, in this processor's next
+		// slot) run now, before this loop's next Accept, which usually finds nothing and
+		// parks: the session does not wait for that system call. One SMTP session at a time
+		// (bench case c into the mailbox) got 6% to 10% more messages through in three
+		// three-way rotations against two copies of the build before; 20 sessions (case a),
+		// 100 KiB messages (case b) and relayed case c the same as before.
+		runtime.Gosched()
 	}
 }
 
