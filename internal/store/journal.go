@@ -190,7 +190,8 @@ func (s *Store) prepareJournalTable(ctx context.Context) error {
 // recoverJournal is what a Store without the journal (a CLI command) does at open: when no
 // server holds the journal and a crash left records in it that the database lacks (the
 // server's last open transaction), it writes them, as the server would at its next start.
-// A read-only command with nothing to recover writes nothing.
+// A read-only command with nothing to recover writes nothing. When a server holds the
+// journal, it waits for the server's open transaction instead (awaitServerTx).
 func (s *Store) recoverJournal(ctx context.Context) error {
 	path := filepath.Join(s.dir, journalName)
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
@@ -202,10 +203,41 @@ func (s *Store) recoverJournal(ctx context.Context) error {
 	}
 	defer f.Close()
 	if lockFile(f) != nil {
-		return nil // a server runs: the journal is its own
+		// A server runs: the journal is its own.
+		s.awaitServerTx(ctx)
+		return nil
 	}
 	_, err = s.replayJournal(ctx, f)
 	return err
+}
+
+// serverTxWait bounds how long a CLI command's Store waits for a running server's open
+// transaction at open: many times the transaction's longest life (defaultDeferMaxAge).
+const serverTxWait = time.Second
+
+// awaitServerTx waits until the running server's committer has committed the transaction
+// it holds open (deferredTx), so that a CLI command sees every message the server had
+// answered before the command started ("yubin sendmail" then "yubin mail list" shows the
+// message). The open transaction holds SQLite's write lock, so taking that lock (BEGIN
+// IMMEDIATE, then ROLLBACK) waits for its commit. Under a steady stream of mail the server
+// opens its next transaction at once and the lock may stay out of reach; after serverTxWait
+// the command goes on with what is committed, as it did before (it is only a read).
+func (s *Store) awaitServerTx(ctx context.Context) {
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf(`PRAGMA busy_timeout = %d`, serverTxWait.Milliseconds())); err != nil {
+		return
+	}
+	defer conn.ExecContext(context.Background(), fmt.Sprintf(`PRAGMA busy_timeout = %d`, busyTimeoutMS))
+	tx, err := conn.BeginTx(ctx, nil) // BEGIN IMMEDIATE (_txlock)
+	if err != nil {
+		s.log.Debug("a running server's open transaction did not commit in time", "wait", serverTxWait, "err", err)
+		return
+	}
+	tx.Rollback()
 }
 
 // replayJournal writes the records of f whose transaction the database does not have, and
@@ -478,7 +510,8 @@ func (s *Store) writeJournaled(ctx context.Context, batch []*pending) (began boo
 // Until it commits, its rows are invisible to other connections: readers and writers in this
 // process call flushPending first (so a read sees every commit Deliver has answered, and a
 // writer gets the connection at once), subscribers are notified after the commit, and
-// another process (the CLI) sees new mail up to defaultDeferMaxAge later.
+// another process sees new mail up to defaultDeferMaxAge later (a CLI command's Store waits
+// for the commit when it opens: awaitServerTx).
 type deferredTx struct {
 	conn    *sql.Conn
 	tx      *sql.Tx

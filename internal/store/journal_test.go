@@ -414,6 +414,59 @@ func TestJournalLocked(t *testing.T) {
 	deliverInline(t, cli, a.ID, "from the CLI")
 }
 
+// A CLI command's Store, opened while the server holds a message in its open transaction,
+// waits for that transaction's commit and sees the message ("yubin sendmail" then "yubin
+// mail list"). The server commits only when something asks it to, 100 ms after the CLI began
+// to open; a CLI that did not wait would have read the INBOX before that, empty.
+func TestJournalCLISeesOpenTransaction(t *testing.T) {
+	t.Parallel()
+	dir, s, acct := newHeldOpen(t, "answered")
+	type result struct {
+		n   int
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		cli, err := Open(context.Background(), dir, Options{})
+		if err != nil {
+			got <- result{err: err}
+			return
+		}
+		defer cli.Close()
+		ms, err := cli.ListMessages(context.Background(), acct, "INBOX")
+		got <- result{len(ms), err}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	wantInbox(t, "server", s, acct, "answered") // a read in the server commits the transaction
+	r := <-got
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.n != 1 {
+		t.Errorf("the CLI's Store saw %d messages in the INBOX, want the 1 the server had answered", r.n)
+	}
+}
+
+// A server whose transaction stays open (a steady stream of mail) does not keep a CLI
+// command from opening: it waits serverTxWait, then reads what is committed.
+func TestJournalCLIServerTxWaitBounded(t *testing.T) {
+	t.Parallel()
+	dir, s, acct := newHeldOpen(t, "held")
+	cli := openTestStore(t, dir, Options{})
+	ms, err := cli.ListMessages(context.Background(), acct, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 0 {
+		t.Errorf("the CLI saw %d messages of a transaction still open", len(ms))
+	}
+	// The CLI's writes still wait the full busy timeout for the server, not serverTxWait:
+	// once the server commits, the CLI's write goes through.
+	wantInbox(t, "server", s, acct, "held")
+	deliverInline(t, cli, acct, "from the CLI")
+	wantInbox(t, "CLI", cli, acct, "held", "from the CLI")
+}
+
 // When the journal cannot be written, the commit is made durable by an fsync of SQLite's WAL
 // instead and still succeeds; later commits do without the journal.
 func TestJournalWriteFailure(t *testing.T) {
